@@ -1,0 +1,170 @@
+"""`pitfall-guard check | rule | rules`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from pitfall_guard import __version__
+from pitfall_guard.config import Config, ConfigError, load_config
+from pitfall_guard.findings import Finding
+from pitfall_guard.plugins import CodeInfo, PluginError, Plugins, load_plugins
+from pitfall_guard.report.base import RunSummary, use_color
+from pitfall_guard.static.discovery import PathNotFoundError, discover
+from pitfall_guard.static.engine import check_files
+from pitfall_guard.static.rule import StaticRule
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported on stderr with exit code 2."""
+
+
+def _codes(value: str) -> list[str]:
+    return [code.strip().upper() for code in value.split(",") if code.strip()]
+
+
+def build_parser(output_formats: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pitfall-guard",
+        description="Find the mistakes that make PyTorch training silently wrong.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check", help="lint files without running them",
+        description="Read training scripts (never running them) and report their pitfalls.",
+    )
+    check.add_argument("paths", nargs="*", default=["."], help="files, directories or globs")
+    check.add_argument("--select", type=_codes, help="codes or prefixes to check (replaces)")
+    check.add_argument("--extend-select", type=_codes, default=[], help="codes to add")
+    check.add_argument("--ignore", type=_codes, default=[], help="codes or prefixes to skip")
+    check.add_argument("--output-format", choices=output_formats, default="full")
+    check.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings")
+    check.add_argument("--statistics", action="store_true", help="count findings per code")
+    _add_common(check)
+
+    rule = commands.add_parser("rule", help="explain one rule", description="Explain a rule.")
+    rule.add_argument("code", help="a code such as PG101, or a rule name")
+    _add_common(rule)
+
+    rules = commands.add_parser("rules", help="list every rule", description="List the rules.")
+    rules.add_argument("--output-format", choices=("text", "json"), default="text")
+    _add_common(rules)
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="read settings from this pyproject.toml")
+    parser.add_argument(
+        "--disable-plugin", action="append", default=[], metavar="NAME",
+        help="do not load this plugin (see `pitfall-guard rules`); may repeat",
+    )
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # The plugins decide which output formats exist, so load them before parsing.
+        plugins = load_plugins(_disabled_plugins_from(args_list))
+        args = build_parser(sorted(plugins.reporters)).parse_args(args_list)
+        config = load_config(path=args.config)
+        if config.disable_plugins:
+            plugins = load_plugins(tuple(sorted({*args.disable_plugin, *config.disable_plugins})))
+        if args.command == "check":
+            return _check(args, config, plugins, out)
+        if args.command == "rule":
+            return _explain(args.code, plugins, out)
+        return _list_rules(plugins, args.output_format, out)
+    except (ConfigError, UsageError, PathNotFoundError, PluginError) as error:
+        print(f"pitfall-guard: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _disabled_plugins_from(argv: list[str]) -> tuple[str, ...]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--disable-plugin", action="append", default=[])
+    known, _ = parser.parse_known_args(argv)
+    return tuple(sorted(known.disable_plugin))
+
+
+def _check(args: argparse.Namespace, config: Config, plugins: Plugins, out: TextIO) -> int:
+    config = config.with_overrides(
+        select=args.select, extend_select=args.extend_select, ignore=args.ignore
+    )
+    config.validate_codes(plugins.codes)
+    files = discover(args.paths, config.exclude, config.root)
+    if not files:
+        raise UsageError(f"no Python files found in {' '.join(args.paths)}")
+    rules = [rule for rule in plugins.static_rules if config.is_enabled(rule.code)]
+    result = check_files(files, lambda path: _rules_for(path, rules, config))
+    findings = sorted(
+        (f for f in result.findings if config.is_enabled(f.code, Path(f.path))),
+        key=Finding.sort_key,
+    )
+    reporter = plugins.reporters[args.output_format](out, color=use_color(out))
+    if args.statistics:
+        reporter.statistics(findings)
+    else:
+        reporter.report(findings, RunSummary(files_checked=result.files_checked))
+    return EXIT_FINDINGS if findings and not args.exit_zero else EXIT_CLEAN
+
+
+def _rules_for(
+    path: Path, rules: list[type[StaticRule]], config: Config
+) -> list[type[StaticRule]]:
+    if not config.per_file_ignores:
+        return rules
+    return [rule for rule in rules if config.is_enabled(rule.code, path)]
+
+
+def _find_code(query: str, plugins: Plugins) -> CodeInfo:
+    wanted = query.strip()
+    for info in plugins.codes.values():
+        if wanted.upper() == info.code or wanted.lower() == info.name:
+            return info
+    raise UsageError(f"unknown rule {query!r}; `pitfall-guard rules` lists every rule")
+
+
+def _explain(query: str, plugins: Plugins, out: TextIO) -> int:
+    info = _find_code(query, plugins)
+    sides = [side for side, present in (("statically", info.static), ("at runtime", info.runtime))
+             if present is not None] or ["by the engine itself"]
+    out.write(f"# {info.name} ({info.code})\n\n{info.summary}\n\n")
+    out.write(f"Checked {' and '.join(sides)}.\n\n{info.doc.strip()}\n")
+    return EXIT_CLEAN
+
+
+def _list_rules(plugins: Plugins, output_format: str, out: TextIO) -> int:
+    rows = [
+        {
+            "code": info.code,
+            "name": info.name,
+            "static": info.static is not None,
+            "runtime": info.runtime is not None,
+            "summary": info.summary,
+            "plugin": _plugin_of(info),
+        }
+        for info in plugins.codes.values()
+    ]
+    if output_format == "json":
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return EXIT_CLEAN
+    for row in rows:
+        sides = ("S" if row["static"] else "-") + ("R" if row["runtime"] else "-")
+        out.write(f"{row['code']}  {sides}  {row['name']:<36} {row['summary']}\n")
+    out.write("\nS: checked statically (check), R: at runtime (run).\n")
+    return EXIT_CLEAN
+
+
+def _plugin_of(info: CodeInfo) -> str:
+    owner = info.static or info.runtime
+    return "core" if owner is None else owner.__module__

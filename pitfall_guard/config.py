@@ -1,0 +1,166 @@
+"""Settings: `[tool.pitfall-guard]` in the nearest pyproject.toml, then command-line overrides.
+
+Selection works like ruff's: `select`, `extend-select` and `ignore` take codes or prefixes
+(`PG1` is every gradient rule, `ALL` every rule); for a code, the most specific matching entry
+wins, and `ignore` wins a tie.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pitfall_guard.static.discovery import matches_any
+
+SECTION = "pitfall-guard"
+DEFAULT_SELECT = ("ALL",)
+_LIST_KEYS = ("select", "extend-select", "ignore", "exclude", "disable-plugins")
+_KNOWN_KEYS = (*_LIST_KEYS, "per-file-ignores")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names the key and the file."""
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path = field(default_factory=Path.cwd)
+    source: Path | None = None
+    select: tuple[str, ...] = DEFAULT_SELECT
+    extend_select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    disable_plugins: tuple[str, ...] = ()
+
+    def with_overrides(
+        self,
+        *,
+        select: Sequence[str] | None = None,
+        extend_select: Sequence[str] = (),
+        ignore: Sequence[str] = (),
+    ) -> Config:
+        """Command-line selection: `--select` replaces, the other two add."""
+        return replace(
+            self,
+            select=tuple(select) if select is not None else self.select,
+            extend_select=(*self.extend_select, *extend_select),
+            ignore=(*self.ignore, *ignore),
+        )
+
+    def is_enabled(self, code: str, path: Path | None = None) -> bool:
+        ignore: Iterable[str] = self.ignore
+        if path is not None:
+            ignore = [*ignore, *self._ignored_for(path)]
+        return _selected(code, (*self.select, *self.extend_select), ignore)
+
+    def _ignored_for(self, path: Path) -> list[str]:
+        return [
+            code
+            for pattern, codes in self.per_file_ignores
+            if matches_any(path, [pattern], self.root)
+            for code in codes
+        ]
+
+    def validate_codes(self, known: Iterable[str]) -> None:
+        """Every code or prefix in the settings must match a registered code."""
+        known = sorted(known)
+        entries = [
+            ("select", self.select),
+            ("extend-select", self.extend_select),
+            ("ignore", self.ignore),
+            *((f"per-file-ignores.{pattern!r}", codes) for pattern, codes in self.per_file_ignores),
+        ]
+        for key, codes in entries:
+            for code in codes:
+                if code != "ALL" and not any(k.startswith(code) for k in known):
+                    where = f" in {self.source}" if self.source else ""
+                    raise ConfigError(
+                        f"{key}{where}: unknown rule code or prefix {code!r} "
+                        f"(known codes: {', '.join(known)}; `pitfall-guard rules` lists them)"
+                    )
+
+
+def _specificity(code: str, entries: Iterable[str]) -> int:
+    best = -1
+    for entry in entries:
+        if entry == "ALL":
+            best = max(best, 0)
+        elif code.startswith(entry):
+            best = max(best, len(entry))
+    return best
+
+
+def _selected(code: str, select: Iterable[str], ignore: Iterable[str]) -> bool:
+    chosen = _specificity(code, select)
+    return chosen >= 0 and chosen > _specificity(code, ignore)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml, from `start` upwards, that has a [tool.pitfall-guard] table."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and SECTION in _read_toml(candidate).get("tool", {}):
+            return candidate
+    return None
+
+
+def load_config(start: Path | None = None, path: Path | None = None) -> Config:
+    """The settings for a run started in `start` (default: the working directory)."""
+    start = (start or Path.cwd()).resolve()
+    source = path if path is not None else find_pyproject(start)
+    if source is None:
+        return Config(root=start)
+    table = _read_toml(source).get("tool", {}).get(SECTION, {})
+    return _parse_table(table, source)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it ({error})") from error
+
+
+def _parse_table(table: Any, source: Path) -> Config:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [tool.{SECTION}] must be a table")
+    unknown = sorted(set(table) - set(_KNOWN_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {unknown[0]!r} in [tool.{SECTION}] "
+            f"(known keys: {', '.join(_KNOWN_KEYS)})"
+        )
+    lists = {key: _string_list(table, key, source) for key in _LIST_KEYS if key in table}
+    per_file = table.get("per-file-ignores", {})
+    if not isinstance(per_file, dict):
+        raise ConfigError(f"{source}: per-file-ignores must be a table of glob = [codes]")
+    per_file_ignores = tuple(
+        (pattern, _string_list(per_file, pattern, source, key=f"per-file-ignores.{pattern!r}"))
+        for pattern in per_file
+    )
+    return Config(
+        root=source.parent.resolve(),
+        source=source,
+        select=lists.get("select", DEFAULT_SELECT),
+        extend_select=lists.get("extend-select", ()),
+        ignore=lists.get("ignore", ()),
+        exclude=lists.get("exclude", ()),
+        per_file_ignores=per_file_ignores,
+        disable_plugins=lists.get("disable-plugins", ()),
+    )
+
+
+def _string_list(
+    table: dict[str, Any], name: str, source: Path, key: str | None = None
+) -> tuple[str, ...]:
+    value = table[name]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{source}: {key or name} must be a list of strings, got {value!r}")
+    return tuple(value)

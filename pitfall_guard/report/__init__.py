@@ -1,0 +1,1 @@
+"""Reporters: turn findings into text for people (code frames) or machines (JSON)."""

@@ -1,0 +1,146 @@
+"""The static engine: prefilter, parse once, facts once, all rules in one batched visit."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper
+
+from pitfall_guard.findings import Finding, Location, Severity, Source
+from pitfall_guard.static.facts import Facts
+from pitfall_guard.static.noqa import apply_noqa, file_is_exempt
+from pitfall_guard.static.rule import FileContext, StaticRule
+
+SYNTAX_ERROR = ("PG001", "syntax-error")
+INTERNAL_ERROR = ("PG002", "internal-error")
+
+
+@dataclass
+class CheckResult:
+    findings: list[Finding] = field(default_factory=list)
+    files_checked: int = 0
+    files_parsed: int = 0
+
+
+def check_source(
+    source: str, path: str, rules: Sequence[type[StaticRule]]
+) -> list[Finding]:
+    """All findings of `rules` in one file's text, sorted, noqa applied."""
+    if not rules or file_is_exempt(source):
+        return []
+    triggers = {word for rule in rules for word in rule.triggers}
+    if not any(word in source for word in triggers):
+        return []
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as error:
+        return [_syntax_error(source, path, error)]
+    except RecursionError:
+        return [_internal_error(path, 1, "the parser", "the file is nested too deeply to parse")]
+    findings = _run_rules(module, source, path, rules)
+    findings = apply_noqa(findings, source.splitlines())
+    return sorted(findings, key=Finding.sort_key)
+
+
+def check_file(path: Path, rules: Sequence[type[StaticRule]]) -> list[Finding]:
+    display = path.as_posix()
+    try:
+        source = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        return [_syntax_error_at(display, 1, 1, f"the file is not valid UTF-8 ({error.reason})")]
+    except OSError as error:
+        return [_internal_error(display, 1, "the reader", f"cannot read the file: {error}")]
+    return check_source(source, display, rules)
+
+
+def check_files(
+    paths: Iterable[Path],
+    rules_for: Callable[[Path], Sequence[type[StaticRule]]],
+) -> CheckResult:
+    """Check every file with the rules enabled for it (per-file ignores decide per path)."""
+    result = CheckResult()
+    for path in paths:
+        result.files_checked += 1
+        result.findings.extend(check_file(path, rules_for(path)))
+    return result
+
+
+def _run_rules(
+    module: cst.Module, source: str, path: str, rules: Sequence[type[StaticRule]]
+) -> list[Finding]:
+    try:
+        facts = Facts.build(module)
+    except RecursionError:
+        return [_internal_error(path, 1, "the facts pass", "the file is nested too deeply")]
+    except Exception as error:  # reported as PG002, the run goes on
+        return [_internal_error(path, 1, "the facts pass", _describe(error))]
+    # The parsed module is never handed to anyone else, so libcst's defensive copy is waste.
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    context = FileContext(path=path, source=source, module=module, wrapper=wrapper, facts=facts)
+    instances = []
+    findings: list[Finding] = []
+    for rule in rules:
+        try:
+            instances.append(rule(context))
+        except Exception as error:
+            findings.append(_internal_error(path, 1, f"rule {rule.code}", _describe(error)))
+    try:
+        wrapper.visit_batched(instances)
+    except RecursionError:
+        findings.append(_internal_error(path, 1, "the rule visit", "the file is nested too deeply"))
+    for instance in instances:
+        findings.extend(instance.findings)
+        if instance.error is not None:
+            findings.append(
+                _internal_error(
+                    path, 1, f"rule {instance.code} ({instance.name})", _describe(instance.error)
+                )
+            )
+    return findings
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _syntax_error(source: str, path: str, error: cst.ParserSyntaxError) -> Finding:
+    # CPython names the real culprit ("expected ':'") where libcst often points a line later.
+    try:
+        compile(source, path, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as python_error:
+        line, column = python_error.lineno or 1, python_error.offset or 1
+        return _syntax_error_at(path, line, column, python_error.msg)
+    except (ValueError, RecursionError, MemoryError):
+        pass
+    first_line = str(error.message).strip().splitlines()[0] if error.message else "invalid syntax"
+    return _syntax_error_at(path, error.raw_line, error.raw_column + 1, first_line)
+
+
+def _syntax_error_at(path: str, line: int, column: int, detail: str) -> Finding:
+    code, name = SYNTAX_ERROR
+    return Finding(
+        code=code,
+        name=name,
+        message=f"the file does not parse, so nothing in it was checked: {detail}",
+        location=Location(path, max(line, 1), max(column, 1)),
+        severity=Severity.ERROR,
+        source=Source.STATIC,
+        hint="fix the syntax error (python -m py_compile FILE shows it too)",
+    )
+
+
+def _internal_error(path: str, line: int, component: str, detail: str) -> Finding:
+    code, name = INTERNAL_ERROR
+    return Finding(
+        code=code,
+        name=name,
+        message=f"{component} crashed on this file ({detail}); other rules still ran",
+        location=Location(path, line, 1),
+        severity=Severity.ERROR,
+        source=Source.STATIC,
+        hint="this is a bug in pitfall-guard or in a plugin: please report it with the file",
+    )

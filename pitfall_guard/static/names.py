@@ -1,0 +1,75 @@
+"""Reading names out of expressions: dotted paths and import-resolved qualified names."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+
+def dotted_name(node: cst.BaseExpression) -> str | None:
+    """`a.b.c` for a chain of attribute accesses on a name, else None (calls, subscripts…)."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        head = dotted_name(node.value)
+        return None if head is None else f"{head}.{node.attr.value}"
+    return None
+
+
+def last_part(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+class ImportTable:
+    """What each imported name of a file stands for, read from its import statements.
+
+    `import torch.nn as nn` makes `nn` stand for `torch.nn`; `from torch import optim as O`
+    makes `O` stand for `torch.optim`. Names bound anywhere in the file count: scripts rarely
+    rebind an imported name, and reading one table is far cheaper than scope analysis.
+    """
+
+    def __init__(self) -> None:
+        self._aliases: dict[str, str] = {}
+
+    def add_import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            full = dotted_name(alias.name)
+            if full is None:
+                continue
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                self._aliases[alias.asname.name.value] = full
+            else:
+                head = full.split(".", 1)[0]
+                self._aliases[head] = head
+
+    def add_import_from(self, node: cst.ImportFrom) -> None:
+        if node.relative or node.module is None or isinstance(node.names, cst.ImportStar):
+            return
+        module = dotted_name(node.module)
+        if module is None:
+            return
+        for alias in node.names:
+            if not isinstance(alias.name, cst.Name):
+                continue
+            local = alias.name.value
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                local = alias.asname.name.value
+            self._aliases[local] = f"{module}.{alias.name.value}"
+
+    def qualified_name(self, node: cst.BaseExpression) -> str | None:
+        """`torch.optim.SGD` for `O.SGD` after `from torch import optim as O`; None if unknown.
+
+        A name that was never imported resolves to itself, so a builtin or a local class keeps
+        its plain name.
+        """
+        name = dotted_name(node)
+        if name is None:
+            return None
+        head, _, rest = name.partition(".")
+        resolved = self._aliases.get(head, head)
+        return f"{resolved}.{rest}" if rest else resolved
+
+    def imports_module(self, prefix: str) -> bool:
+        return any(
+            target == prefix or target.startswith(prefix + ".")
+            for target in self._aliases.values()
+        )

@@ -1,0 +1,120 @@
+"""The base class of every static rule, and the per-file context rules read."""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+
+from pitfall_guard.findings import Finding, Fix, Location, Severity, Source
+from pitfall_guard.static.facts import Facts
+
+
+@dataclass
+class FileContext:
+    """One parsed file: its text, its tree, the shared metadata wrapper and the facts."""
+
+    path: str
+    source: str
+    module: cst.Module
+    wrapper: MetadataWrapper
+    facts: Facts
+
+    def position(self, node: cst.CSTNode) -> CodeRange:
+        return self.wrapper.resolve(PositionProvider)[node]
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        return self.position(node).start.line
+
+
+VisitorMethod = Callable[[cst.CSTNode], None]
+
+
+class StaticRule(cst.BatchableCSTVisitor):
+    """A libcst rule that visits a file together with every other enabled rule.
+
+    Subclasses set `code`, `name` and `summary`, document themselves in the class docstring
+    under the headings *What it catches*, *Why it matters*, *Example* and *Fix*, give `VALID`
+    and `INVALID` examples (each reported line of an INVALID example ends with
+    `# expect: <code>`), and report findings from `visit_*`/`leave_*` methods.
+    """
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    severity: ClassVar[Severity] = Severity.ERROR
+    hint: ClassVar[str | None] = None
+    # The file is parsed only when its text contains one of these words.
+    triggers: ClassVar[tuple[str, ...]] = ("torch",)
+    VALID: ClassVar[tuple[str, ...]] = ()
+    INVALID: ClassVar[tuple[str, ...]] = ()
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__()
+        self.context = context
+        self.facts = context.facts
+        self.findings: list[Finding] = []
+        self.error: BaseException | None = None
+        self.error_traceback: str | None = None
+
+    def report(
+        self,
+        node: cst.CSTNode,
+        message: str,
+        *,
+        hint: str | None = None,
+        fix: Fix | None = None,
+        severity: Severity | None = None,
+    ) -> None:
+        span = self.context.position(node)
+        location = Location(
+            path=self.context.path,
+            line=span.start.line,
+            column=span.start.column + 1,
+            end_line=span.end.line,
+            end_column=span.end.column + 1,
+        )
+        self.findings.append(
+            Finding(
+                code=self.code,
+                name=self.name,
+                message=message,
+                location=location,
+                severity=severity or self.severity,
+                source=Source.STATIC,
+                hint=hint if hint is not None else self.hint,
+                fix=fix,
+            )
+        )
+
+    @classmethod
+    @functools.cache
+    def _visitor_names(cls) -> tuple[str, ...]:
+        return tuple(
+            name
+            for name in dir(cls)
+            if name.startswith(("visit_", "leave_"))
+            and not getattr(getattr(cls, name), "_is_no_op", False)
+        )
+
+    def get_visitors(self) -> Mapping[str, VisitorMethod]:
+        """The rule's visit/leave methods, each guarded so that a crash stops only this rule."""
+        return {name: self._guarded(getattr(self, name)) for name in self._visitor_names()}
+
+    def _guarded(self, method: VisitorMethod) -> VisitorMethod:
+        def guarded(node: cst.CSTNode) -> None:
+            if self.error is not None:
+                return
+            try:
+                method(node)
+            except Exception as error:  # one broken rule must not stop the rest
+                self.error = error
+                self.error_traceback = traceback.format_exc()
+
+        return guarded

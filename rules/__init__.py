@@ -1,0 +1,19 @@
+"""The built-in rule pack, registered through the `pitfall_guard.plugins` entry point."""
+
+from __future__ import annotations
+
+from pitfall_guard.hookspecs import hookimpl
+from pitfall_guard.runtime.monitor import RuntimeMonitor
+from pitfall_guard.static.rule import StaticRule
+
+from . import gradients
+
+
+@hookimpl
+def pitfall_guard_static_rules() -> list[type[StaticRule]]:
+    return [*gradients.STATIC_RULES]
+
+
+@hookimpl
+def pitfall_guard_runtime_monitors() -> list[type[RuntimeMonitor]]:
+    return []
