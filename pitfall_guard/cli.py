@@ -48,6 +48,10 @@ def build_parser(output_formats: Sequence[str]) -> argparse.ArgumentParser:
     check.add_argument("--output-format", choices=output_formats, default="full")
     check.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings")
     check.add_argument("--statistics", action="store_true", help="count findings per code")
+    check.add_argument(
+        "--jobs", type=int, default=None, metavar="N",
+        help="processes to check files with (default: one per core)",
+    )
     _add_common(check)
 
     rule = commands.add_parser("rule", help="explain one rule", description="Explain a rule.")
@@ -104,7 +108,7 @@ def _check(args: argparse.Namespace, config: Config, plugins: Plugins, out: Text
     if not files:
         raise UsageError(f"no Python files found in {' '.join(args.paths)}")
     rules = [rule for rule in plugins.static_rules if config.is_enabled(rule.code)]
-    result = check_files(files, lambda path: _rules_for(path, rules, config))
+    result = check_files(files, lambda path: _rules_for(path, rules, config), jobs=args.jobs)
     findings = sorted(
         (f for f in result.findings if config.is_enabled(f.code, Path(f.path))),
         key=Finding.sort_key,

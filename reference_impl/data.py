@@ -44,8 +44,8 @@ def missing_files_message(data_root: Path, missing: list[str]) -> str:
     raw = raw_folder(data_root)
     wanted = "\n".join(f"  {raw / name}(.gz)" for name in missing)
     return (
-        f"MNIST not found under {data_root}. Put the four original MNIST files here "
-        f"(gzipped or not), missing:\n{wanted}\n"
+        f"MNIST not found under {data_root}. Put the original MNIST files (gzipped or not) at:\n"
+        f"{wanted}\n"
         "or pass --download to fetch them from the internet."
     )
 

@@ -121,6 +121,11 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def mixed_precision(device: torch.device, amp_dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to `amp_dtype` on CUDA; a no-op context when AMP is off or on CPU."""
+    return torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+
 def barrier(device: torch.device) -> None:
     dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -145,7 +150,7 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with mixed_precision(device, amp_dtype):
             loss = loss_fn(model(images), targets)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -180,7 +185,7 @@ def evaluate(
         for images, targets in loader:
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with mixed_precision(device, amp_dtype):
                 logits = model(images)
             loss_sum += nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
             correct += (logits.argmax(dim=1) == targets).sum()
@@ -274,7 +279,8 @@ def run_training(args: argparse.Namespace) -> TrainingResult:
     if ctx.is_distributed:
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     try:
         result = fit(args, ctx, device)
     finally:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from pitfall_guard.findings import Finding, Location, Severity, Source
 from pitfall_guard.static.facts import Facts
 from pitfall_guard.static.noqa import apply_noqa, file_is_exempt
 from pitfall_guard.static.rule import FileContext, StaticRule
+from pitfall_guard.static.walk import VisitorMethod, walk
 
 SYNTAX_ERROR = ("PG001", "syntax-error")
 INTERNAL_ERROR = ("PG002", "internal-error")
@@ -23,7 +27,6 @@ INTERNAL_ERROR = ("PG002", "internal-error")
 class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     files_checked: int = 0
-    files_parsed: int = 0
 
 
 def check_source(
@@ -58,15 +61,33 @@ def check_file(path: Path, rules: Sequence[type[StaticRule]]) -> list[Finding]:
 
 
 def check_files(
-    paths: Iterable[Path],
+    paths: Sequence[Path],
     rules_for: Callable[[Path], Sequence[type[StaticRule]]],
+    jobs: int | None = None,
 ) -> CheckResult:
-    """Check every file with the rules enabled for it (per-file ignores decide per path)."""
-    result = CheckResult()
-    for path in paths:
-        result.files_checked += 1
-        result.findings.extend(check_file(path, rules_for(path)))
+    """Check every file with the rules enabled for it (per-file ignores decide per path).
+
+    Parsing dominates the cost, so many files are spread over a process pool (`jobs`
+    processes, default one per core); a few files are not worth starting one.
+    """
+    work = [(path, tuple(rules_for(path))) for path in paths]
+    jobs = jobs or os.cpu_count() or 1
+    result = CheckResult(files_checked=len(work))
+    if jobs > 1 and len(work) >= _FILES_PER_WORKER_MIN * 2:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(work) // _FILES_PER_WORKER_MIN)) as pool:
+            chunks = pool.map(_check_one, work, chunksize=4)
+            result.findings = [finding for chunk in chunks for finding in chunk]
+    else:
+        result.findings = [finding for item in work for finding in _check_one(item)]
     return result
+
+
+_FILES_PER_WORKER_MIN = 8
+
+
+def _check_one(item: tuple[Path, tuple[type[StaticRule], ...]]) -> list[Finding]:
+    path, rules = item
+    return check_file(path, rules)
 
 
 def _run_rules(
@@ -89,7 +110,7 @@ def _run_rules(
         except Exception as error:
             findings.append(_internal_error(path, 1, f"rule {rule.code}", _describe(error)))
     try:
-        wrapper.visit_batched(instances)
+        _visit(wrapper, instances)
     except RecursionError:
         findings.append(_internal_error(path, 1, "the rule visit", "the file is nested too deeply"))
     for instance in instances:
@@ -101,6 +122,18 @@ def _run_rules(
                 )
             )
     return findings
+
+
+def _visit(wrapper: MetadataWrapper, rules: Sequence[StaticRule]) -> None:
+    """One traversal for all rules, with the metadata any of them declared resolved first."""
+    methods: dict[str, list[VisitorMethod]] = {}
+    for rule in rules:
+        for name, method in rule.get_visitors().items():
+            methods.setdefault(name, []).append(method)
+    with ExitStack() as stack:
+        for rule in rules:
+            stack.enter_context(rule.resolve(wrapper))
+        walk(wrapper.module, methods)
 
 
 def _describe(error: BaseException) -> str:

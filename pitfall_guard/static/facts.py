@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from pitfall_guard.static.names import ImportTable, dotted_name, last_part
+from pitfall_guard.static.walk import visitor_methods, walk
 
 
 class Kind(enum.Enum):
@@ -125,7 +126,8 @@ class Facts:
     @classmethod
     def build(cls, module: cst.Module) -> Facts:
         facts = cls()
-        module.visit(_FactsVisitor(facts))
+        visitor = _FactsVisitor(facts)
+        walk(module, {name: [method] for name, method in visitor_methods(visitor).items()})
         facts._classify_events()
         return facts
 
@@ -235,11 +237,10 @@ def _assigns_grad(targets: Sequence[cst.BaseExpression]) -> bool:
     return any(isinstance(t, cst.Attribute) and t.attr.value == "grad" for t in targets)
 
 
-class _FactsVisitor(cst.CSTVisitor):
+class _FactsVisitor:
     """One walk over the module that fills a Facts (events are classified afterwards)."""
 
     def __init__(self, facts: Facts) -> None:
-        super().__init__()
         self.facts = facts
         self.loops: list[Loop] = []
         self.functions: list[Function | None] = [None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -13,6 +13,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from pitfall_guard.findings import Finding, Fix, Location, Severity, Source
 from pitfall_guard.static.facts import Facts
+from pitfall_guard.static.walk import VisitorMethod
 
 
 @dataclass
@@ -26,13 +27,11 @@ class FileContext:
     facts: Facts
 
     def position(self, node: cst.CSTNode) -> CodeRange:
+        """Where `node` is; the first call computes the positions of the whole file."""
         return self.wrapper.resolve(PositionProvider)[node]
 
     def line_of(self, node: cst.CSTNode) -> int:
         return self.position(node).start.line
-
-
-VisitorMethod = Callable[[cst.CSTNode], None]
 
 
 class StaticRule(cst.BatchableCSTVisitor):
@@ -53,7 +52,8 @@ class StaticRule(cst.BatchableCSTVisitor):
     triggers: ClassVar[tuple[str, ...]] = ("torch",)
     VALID: ClassVar[tuple[str, ...]] = ()
     INVALID: ClassVar[tuple[str, ...]] = ()
-    METADATA_DEPENDENCIES = (PositionProvider,)
+    # Positions are not declared: computing them costs a full pass, so FileContext resolves
+    # them on the first report, and a clean file never pays for them.
 
     def __init__(self, context: FileContext) -> None:
         super().__init__()

@@ -126,3 +126,16 @@ def test_undecodable_file_is_a_syntax_error(tmp_path: Path) -> None:
     path.write_bytes(b"import torch\nname = '\xe9'\n")
     [finding] = engine.check_file(path, lint_rules())
     assert finding.code == "PG001" and "UTF-8" in finding.message
+
+
+def test_process_pool_gives_the_same_findings_as_one_process(tmp_path: Path) -> None:
+    for index in range(20):
+        source = MISSING_ZERO_GRAD if index % 3 == 0 else "import torch\n"
+        (tmp_path / f"script_{index:02}.py").write_text(source.lstrip())
+    files = sorted(tmp_path.glob("*.py"))
+    rules = lint_rules()
+    serial = engine.check_files(files, lambda _: rules, jobs=1)
+    pooled = engine.check_files(files, lambda _: rules, jobs=2)
+    assert pooled.findings == serial.findings
+    assert pooled.files_checked == serial.files_checked == 20
+    assert len(serial.findings) == 7

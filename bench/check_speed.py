@@ -1,0 +1,50 @@
+"""How fast `check` is: files/s on the shipped fixtures and on installed packages' sources.
+
+    python bench/check_speed.py [PATH ...]   # default: fixtures/ and the installed torchvision
+
+Prints one line per target: files, seconds, files/s, serial and with the process pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+from pitfall_guard.plugins import load_plugins
+from pitfall_guard.static.discovery import discover
+from pitfall_guard.static.engine import check_files
+
+
+def default_targets() -> list[Path]:
+    targets = [Path(__file__).resolve().parents[1] / "fixtures"]
+    spec = importlib.util.find_spec("torchvision")
+    if spec is not None and spec.submodule_search_locations:
+        targets.append(Path(next(iter(spec.submodule_search_locations))))
+    return targets
+
+
+def measure(target: Path, jobs: int | None) -> tuple[int, int, float]:
+    rules = load_plugins().static_rules
+    files = discover([str(target)], (), target)
+    start = time.perf_counter()
+    result = check_files(files, lambda _: rules, jobs=jobs)
+    return len(files), len(result.findings), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("paths", nargs="*", type=Path)
+    args = parser.parse_args()
+    for target in args.paths or default_targets():
+        for label, jobs in (("serial", 1), ("pool", None)):
+            files, findings, seconds = measure(target, jobs)
+            print(
+                f"{target.name:<14} {label:<6} files={files:<5} findings={findings:<4} "
+                f"seconds={seconds:.2f} files_per_s={files / seconds:.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
