@@ -6,12 +6,12 @@ from pitfall_guard.hookspecs import hookimpl
 from pitfall_guard.runtime.monitor import RuntimeMonitor
 from pitfall_guard.static.rule import StaticRule
 
-from . import gradients
+from . import devices, eval_mode, gradients
 
 
 @hookimpl
 def pitfall_guard_static_rules() -> list[type[StaticRule]]:
-    return [*gradients.STATIC_RULES]
+    return [*gradients.STATIC_RULES, *devices.STATIC_RULES, *eval_mode.STATIC_RULES]
 
 
 @hookimpl

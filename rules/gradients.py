@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pitfall_guard.static.facts import EventKind, Loop
+from pitfall_guard.findings import Edit, Fix
+from pitfall_guard.static.facts import EventKind, Facts, GradEvent, Kind, Loop
+from pitfall_guard.static.names import dotted_name
 from pitfall_guard.static.rule import StaticRule
 
 
@@ -200,21 +202,21 @@ for x, y in loader:
 
     def leave_Module(self, original_node: cst.Module) -> None:
         reported: set[cst.CSTNode] = set()
-        # Innermost loops first, so a step is reported for the loop that repeats it most.
-        for loop in reversed(self.facts.loops):
-            for step, optimizer in self._uncleared_steps(loop):
-                if step not in reported:
-                    reported.add(step)
-                    self._report(step, optimizer, loop)
-
-    def _uncleared_steps(self, loop: Loop) -> list[tuple[cst.CSTNode, str | None]]:
-        if not loop.has(EventKind.BACKWARD):
-            return []
-        return [
-            (event.node, event.target)
-            for event in loop.of_kind(EventKind.STEP)
-            if not self.facts.clears_for(loop.events, event.target)
-        ]
+        # A step is reported for the innermost loop that repeats it: first loops that hold it
+        # themselves, then loops that reach it through a call to one of the file's functions.
+        for expand in (False, True):
+            for loop in reversed(self.facts.loops):
+                events = self.facts.expand(loop.events) if expand else loop.events
+                if not any(event.kind is EventKind.BACKWARD for event in events):
+                    continue
+                for event in events:
+                    if (
+                        event.kind is EventKind.STEP
+                        and event.node not in reported
+                        and not self.facts.clears_for(events, event.target)
+                    ):
+                        reported.add(event.node)
+                        self._report(event.node, event.target, loop)
 
     def _report(self, step: cst.CSTNode, optimizer: str | None, loop: Loop) -> None:
         loop_line = self.context.line_of(loop.node)
@@ -224,10 +226,269 @@ for x, y in loader:
             f"{subject} steps in the loop at line {loop_line}, but nothing in the loop clears "
             "its gradients, so every step applies the sum of all gradients so far",
             hint=(
-                f"call {optimizer or 'optimizer'}.zero_grad() once per step, "
-                "before loss.backward()"
+                f"call {optimizer or 'optimizer'}.zero_grad() once per step, before loss.backward()"
             ),
         )
 
 
-STATIC_RULES: tuple[type[StaticRule], ...] = (GradientsNotCleared,)
+class ZeroGradBetweenBackwardAndStep(StaticRule):
+    """
+    ## What it catches
+    `optimizer.zero_grad()` called after `loss.backward()` and before `optimizer.step()`.
+
+    ## Why it matters
+    The gradients that `backward()` just computed are wiped before the step can use them:
+    the optimizer steps on zeros (or, with `set_to_none=True`, skips every parameter), so the
+    model never learns, and nothing raises an error.
+
+    ## Example
+    ```python
+    loss.backward()
+    optimizer.zero_grad()
+    optimizer.step()
+    ```
+
+    ## Fix
+    Clear the gradients before `backward()` (or after `step()`):
+    ```python
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    ```
+    """
+
+    code = "PG102"
+    name = "zero-grad-between-backward-and-step"
+    summary = "zero_grad() between backward() and step() wipes the gradients before the step"
+    hint = "move zero_grad() before loss.backward() (or after optimizer.step())"
+
+    VALID = (
+        """
+import torch
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    opt.zero_grad()
+    loss_fn(model(x), y).backward()
+    opt.step()
+""",
+        """
+import torch
+opt_d = torch.optim.Adam(disc.parameters())
+opt_g = torch.optim.Adam(gen.parameters())
+for real in loader:
+    opt_d.zero_grad()
+    d_loss(real).backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    g_loss().backward()
+    opt_g.step()
+""",
+        """
+import torch
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+for i, (x, y) in enumerate(loader):
+    loss_fn(model(x), y).backward()
+    if (i + 1) % 4 == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""",
+    )
+    INVALID = (
+        """
+import torch
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.zero_grad()  # expect: PG102
+    optimizer.step()
+""",
+        """
+import torch
+def train_step(model, optimizer, batch):
+    loss = model(batch).mean()
+    loss.backward()
+    model.zero_grad(set_to_none=True)  # expect: PG102
+    optimizer.step()
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        reported: set[cst.CSTNode] = set()
+        sequences = [loop.events for loop in self.facts.loops]
+        sequences += [function.events for function in self.facts.all_functions]
+        for events in sequences:
+            for clear in _clears_before_step(self.facts.expand(events)):
+                if clear.node not in reported:
+                    reported.add(clear.node)
+                    self.report(
+                        clear.node,
+                        "gradients are cleared after backward() and before step(), so the "
+                        "optimizer steps without the gradients it was meant to apply",
+                    )
+
+
+def _clears_before_step(events: list[GradEvent]) -> list[GradEvent]:
+    found = []
+    candidate: GradEvent | None = None
+    backward_seen = False
+    for event in events:
+        if event.kind is EventKind.BACKWARD:
+            backward_seen, candidate = True, None
+        elif event.kind is EventKind.CLEAR and backward_seen:
+            candidate = event
+        elif event.kind in (EventKind.STEP, EventKind.CLOSURE_STEP):
+            if candidate is not None and candidate.target in (None, event.target):
+                found.append(candidate)
+            candidate, backward_seen = None, False
+    return found
+
+
+class LossAccumulatedWithGraph(StaticRule):
+    """
+    ## What it catches
+    A running total built from loss tensors, `total_loss += loss`, outside `torch.no_grad()`.
+
+    ## Why it matters
+    `loss` carries its whole autograd graph. Adding it to a running total keeps every
+    iteration's graph (activations included) alive until the total is dropped, so memory
+    grows each step until the run is out of memory, and the total itself keeps a graph.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        total_loss += loss
+    ```
+
+    ## Fix
+    Accumulate a number or a detached tensor: `total_loss += loss.item()` (one host sync per
+    step) or `total_loss += loss.detach()` (stays on the device).
+    """
+
+    code = "PG103"
+    name = "loss-accumulated-with-graph"
+    summary = "a running loss total keeps every step's autograd graph alive"
+    hint = "accumulate loss.detach() (or loss.item() at logging points)"
+
+    VALID = (
+        """
+import torch
+for x, y in loader:
+    loss = criterion(model(x), y)
+    loss.backward()
+    total_loss += loss.item()
+    running += loss.detach()
+""",
+        # several losses summed on purpose, then back-propagated
+        """
+import torch
+for batch in loader:
+    loss = 0
+    for head in heads:
+        part = criterion(head(batch), batch.y)
+        loss += part
+    loss.backward()
+""",
+        """
+import torch
+with torch.no_grad():
+    for x, y in test_loader:
+        loss = criterion(model(x), y)
+        total += loss
+""",
+    )
+    INVALID = (
+        """
+import torch
+criterion = torch.nn.CrossEntropyLoss()
+for x, y in loader:
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+    total_loss += loss  # expect: PG103
+""",
+        """
+import torch.nn.functional as F
+def train(model, loader):
+    epoch_loss = 0.0
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        epoch_loss += loss * x.size(0)  # expect: PG103
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        summed_on_purpose = _backward_receivers(self.facts)
+        for node, function, loops, no_grad in self.facts.aug_assigns:
+            if not loops or no_grad or function.no_grad:
+                continue
+            if not isinstance(node.operator, cst.AddAssign):
+                continue
+            target = dotted_name(node.target)
+            if target is None or target in summed_on_purpose:
+                continue
+            name = next((n for n in _bare_names(node.value) if self._is_loss_tensor(n.value)), None)
+            if name is not None:
+                self.report(
+                    node,
+                    f"'{target}' accumulates the loss tensor '{name.value}' with its autograd "
+                    "graph, so every step's graph stays in memory",
+                    hint=f"add {name.value}.detach() (or {name.value}.item()) instead",
+                    fix=self._fix(name),
+                )
+
+    def _is_loss_tensor(self, name: str) -> bool:
+        if name in _backward_receivers(self.facts):
+            return True
+        return any(
+            isinstance(value, cst.Call) and _computes_loss(self.facts, value)
+            for value in self.facts.assignments.get(name, [])
+        )
+
+    def _fix(self, name: cst.Name) -> Fix:
+        end = self.context.position(name).end
+        return Fix(
+            description=f"accumulate {name.value}.detach()",
+            edits=(Edit(end.line, end.column + 1, end.line, end.column + 1, ".detach()"),),
+            safe=True,
+        )
+
+
+def _backward_receivers(facts: Facts) -> set[str]:
+    names = set()
+    for site in facts.calls:
+        func = site.node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "backward":
+            name = dotted_name(func.value)
+            if name is not None:
+                names.add(name)
+    return names
+
+
+def _computes_loss(facts: Facts, call: cst.Call) -> bool:
+    if facts.kind_of(call.func) is Kind.LOSS:
+        return True
+    qualified = facts.qualified_name(call.func) or ""
+    return qualified.startswith("torch.nn.functional.") and (
+        "loss" in qualified or qualified.endswith(("cross_entropy", "entropy"))
+    )
+
+
+def _bare_names(node: cst.BaseExpression) -> list[cst.Name]:
+    """Names used as values in an arithmetic expression (not inside calls or attributes)."""
+    if isinstance(node, cst.Name):
+        return [node]
+    if isinstance(node, cst.BinaryOperation):
+        return [*_bare_names(node.left), *_bare_names(node.right)]
+    if isinstance(node, cst.UnaryOperation):
+        return _bare_names(node.expression)
+    return []
+
+
+STATIC_RULES: tuple[type[StaticRule], ...] = (
+    GradientsNotCleared,
+    ZeroGradBetweenBackwardAndStep,
+    LossAccumulatedWithGraph,
+)

@@ -11,8 +11,21 @@ from pathlib import Path
 # Directories never worth walking into when they turn up below a given directory.
 DEFAULT_EXCLUDED_DIRS = frozenset(
     {
-        ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", "__pycache__", ".mypy_cache",
-        ".pytest_cache", ".ruff_cache", "build", "dist", "node_modules", "site-packages",
+        ".git",
+        ".hg",
+        ".svn",
+        ".venv",
+        "venv",
+        ".tox",
+        ".nox",
+        "__pycache__",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "build",
+        "dist",
+        "node_modules",
+        "site-packages",
         ".eggs",
     }
 )

@@ -29,9 +29,7 @@ class CheckResult:
     files_checked: int = 0
 
 
-def check_source(
-    source: str, path: str, rules: Sequence[type[StaticRule]]
-) -> list[Finding]:
+def check_source(source: str, path: str, rules: Sequence[type[StaticRule]]) -> list[Finding]:
     """All findings of `rules` in one file's text, sorted, noqa applied."""
     if not rules or file_is_exempt(source):
         return []

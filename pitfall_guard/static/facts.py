@@ -1,30 +1,65 @@
 """What the names in a script are, learned once per file and shared by every rule.
 
-The facts pass reads the imports, classifies the objects the script builds (optimizers,
-schedulers, gradient scalers), and records, for every loop and every function, the gradient
-events in source order: backward passes, optimizer steps, gradient clearing and calls to the
-file's own functions. Rules ask these facts questions instead of walking the tree again.
+The facts pass reads the imports, classifies the objects the script builds (models,
+optimizers, schedulers, scalers, loss functions, loaders, samplers, datasets, devices),
+remembers which models and tensors are moved to a device, and records in source order, for
+every loop and every function, the training events: backward passes, optimizer and scheduler
+steps, gradient clearing, train/eval mode switches and calls to the file's own functions.
+Every call is also kept as a `CallSite` with its context (enclosing loops and function,
+whether gradients are disabled there), so rules can answer their questions without walking
+the tree again.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
 
-from pitfall_guard.static.names import ImportTable, dotted_name, last_part
+from pitfall_guard.static.names import ImportTable, dotted_name
+from pitfall_guard.static.torch_api import (
+    Kind,
+    is_creation_function,
+    is_no_grad_context,
+    kind_from_name,
+    kind_of_constructor,
+)
 from pitfall_guard.static.walk import visitor_methods, walk
 
+__all__ = [
+    "CallSite",
+    "EventKind",
+    "Facts",
+    "Function",
+    "GradEvent",
+    "Kind",
+    "Loop",
+    "receiver_chain",
+    "strip_chain",
+]
 
-class Kind(enum.Enum):
-    """What a name holds, as far as training code is concerned."""
-
-    OPTIMIZER = "optimizer"
-    SCHEDULER = "scheduler"
-    SCALER = "scaler"
+# Methods that return the same module or tensor, only moved or cast.
+CHAIN_METHODS = frozenset(
+    {
+        "to",
+        "cuda",
+        "cpu",
+        "train",
+        "eval",
+        "float",
+        "double",
+        "half",
+        "bfloat16",
+        "detach",
+        "requires_grad_",
+        "contiguous",
+        "share_memory",
+        "to_empty",
+    }
+)
+MOVE_METHODS = frozenset({"to", "cuda"})
 
 
 class EventKind(enum.Enum):
@@ -33,15 +68,18 @@ class EventKind(enum.Enum):
     CLOSURE_STEP = "closure-step"
     SCHEDULER_STEP = "scheduler-step"
     CLEAR = "clear"
+    EVAL_MODE = "eval-mode"
+    TRAIN_MODE = "train-mode"
     CALL = "call"
 
 
 @dataclass(frozen=True)
 class GradEvent:
-    """One thing that touches gradients.
+    """One thing that matters to training, in source order.
 
     `target` is the optimizer a step or a clear applies to (None: every parameter, as with
-    `model.zero_grad()` or `p.grad = None`), or the function name of a CALL.
+    `model.zero_grad()` or `p.grad = None`), the model of a mode switch, or the function
+    name of a CALL.
     """
 
     kind: EventKind
@@ -49,15 +87,25 @@ class GradEvent:
     node: cst.CSTNode
 
 
-@dataclass
+@dataclass(eq=False)
 class Loop:
     """A `for` or `while` loop and everything that happens inside it, nested loops included."""
 
     node: cst.For | cst.While
     parent: Loop | None
-    function: str | None
+    function: Function | None
     raw: list[cst.CSTNode] = field(default_factory=list)
     events: list[GradEvent] = field(default_factory=list)
+    assigned: set[str] = field(default_factory=set)
+
+    @property
+    def iterable(self) -> cst.BaseExpression | None:
+        return self.node.iter if isinstance(self.node, cst.For) else None
+
+    def target_names(self) -> set[str]:
+        if not isinstance(self.node, cst.For):
+            return set()
+        return {name for name in _bound_names(self.node.target)}
 
     def has(self, kind: EventKind) -> bool:
         return any(event.kind is kind for event in self.events)
@@ -66,51 +114,81 @@ class Loop:
         return (event for event in self.events if event.kind is kind)
 
 
-@dataclass
+@dataclass(eq=False)
 class Function:
-    """A function or method defined in the file (nested definitions are their own Function)."""
+    """A function or method of the file; the module's top-level code is one too (node None)."""
 
-    node: cst.FunctionDef
+    node: cst.FunctionDef | None
+    class_name: str | None = None
+    no_grad: bool = False
     raw: list[cst.CSTNode] = field(default_factory=list)
     events: list[GradEvent] = field(default_factory=list)
 
+    @property
+    def name(self) -> str:
+        return "<module>" if self.node is None else self.node.name.value
 
-OPTIMIZER_CLASSES = frozenset(
-    {
-        "SGD", "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "Adafactor", "ASGD",
-        "LBFGS", "NAdam", "RAdam", "RMSprop", "Rprop", "SparseAdam", "Muon", "Optimizer",
-    }
-)
-SCALER_CLASSES = frozenset({"GradScaler", "ShardedGradScaler"})
-
-# Fallbacks for names whose constructor is out of sight (a parameter, a factory function).
-_OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt(_|\d|$)|^opt[A-Z]", re.IGNORECASE)
-_SCHEDULER_NAME = re.compile(r"sched", re.IGNORECASE)
-_SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
+    def parameter_names(self) -> list[str]:
+        if self.node is None:
+            return []
+        params = self.node.params
+        return [p.name.value for p in (*params.posonly_params, *params.params)]
 
 
-def kind_of_constructor(qualified_name: str) -> Kind | None:
-    """The kind of object that calling `qualified_name` builds, for the torch API."""
-    if qualified_name.startswith("torch.optim.lr_scheduler."):
-        return Kind.SCHEDULER
-    name = last_part(qualified_name)
-    if name in SCALER_CLASSES and qualified_name.startswith("torch."):
-        return Kind.SCALER
-    if qualified_name.startswith("torch.optim.") and name in OPTIMIZER_CLASSES:
-        return Kind.OPTIMIZER
-    return None
+@dataclass(frozen=True, eq=False)
+class CallSite:
+    """A call and where it happens."""
+
+    node: cst.Call
+    function: Function
+    loops: tuple[Loop, ...]
+    no_grad: bool
 
 
-def kind_from_name(name: str) -> Kind | None:
-    """A guess from the variable name alone, used only when no constructor was seen."""
-    leaf = last_part(name)
-    if _SCALER_NAME.search(leaf):
-        return Kind.SCALER
-    if _SCHEDULER_NAME.search(leaf):
-        return Kind.SCHEDULER
-    if _OPTIMIZER_NAME.search(leaf):
-        return Kind.OPTIMIZER
-    return None
+@dataclass
+class ClassInfo:
+    node: cst.ClassDef
+    bases: list[str]
+
+
+def strip_chain(node: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
+    """`Net().to(device).train()` → (`Net()`, [the .to call, the .train call])."""
+    chain: list[cst.Call] = []
+    while (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and node.func.attr.value in CHAIN_METHODS
+    ):
+        chain.append(node)
+        node = node.func.value
+    chain.reverse()
+    return node, chain
+
+
+def receiver_chain(node: cst.BaseExpression) -> list[str]:
+    """The method names called along `x.detach().cpu()` from the outside in: [cpu, detach]."""
+    methods: list[str] = []
+    while True:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            methods.append(node.func.attr.value)
+            node = node.func.value
+        elif isinstance(node, cst.Attribute):
+            methods.append(node.attr.value)
+            node = node.value
+        elif isinstance(node, cst.Subscript):
+            node = node.value
+        else:
+            return methods
+
+
+def _bound_names(target: cst.BaseExpression) -> Iterator[str]:
+    if isinstance(target, cst.Name):
+        yield target.value
+    elif isinstance(target, cst.Tuple | cst.List):
+        for element in target.elements:
+            yield from _bound_names(element.value)
+    elif isinstance(target, cst.StarredElement):
+        yield from _bound_names(target.value)
 
 
 class Facts:
@@ -119,8 +197,20 @@ class Facts:
     def __init__(self) -> None:
         self.imports = ImportTable()
         self.bindings: dict[str, Kind] = {}
+        self.constructors: dict[str, cst.Call] = {}
+        self.assignments: dict[str, list[cst.BaseExpression]] = {}
+        self.moved: set[str] = set()
+        self.classes: dict[str, ClassInfo] = {}
         self.loops: list[Loop] = []
+        self.module_scope = Function(None)
         self.functions: dict[str, Function] = {}
+        self.all_functions: list[Function] = [self.module_scope]
+        self.calls: list[CallSite] = []
+        self.aug_assigns: list[tuple[cst.AugAssign, Function, tuple[Loop, ...], bool]] = []
+        self.comments: list[str] = []
+        # Values assigned where gradients are off (under no_grad, in a no_grad function).
+        self.no_grad_values: set[cst.BaseExpression] = set()
+        self.strings: list[cst.SimpleString] = []
         self._clearing_functions: frozenset[str] = frozenset()
 
     @classmethod
@@ -131,20 +221,69 @@ class Facts:
         facts._classify_events()
         return facts
 
-    @property
-    def uses_torch(self) -> bool:
-        return self.imports.imports_module("torch")
+    # -- names -------------------------------------------------------------------------
 
     def qualified_name(self, node: cst.BaseExpression) -> str | None:
         return self.imports.qualified_name(node)
 
     def kind_of(self, node: cst.BaseExpression) -> Kind | None:
         """The kind of the object `node` names: from its constructor, else from its name."""
+        node, _ = strip_chain(node)
+        if isinstance(node, cst.Call):
+            return self.kind_of_call(node)
         name = dotted_name(node)
-        if name is None:
-            return None
+        return None if name is None else self.kind_of_name(name)
+
+    def kind_of_name(self, name: str) -> Kind | None:
         known = self.bindings.get(name)
         return known if known is not None else kind_from_name(name)
+
+    def kind_of_call(self, call: cst.Call) -> Kind | None:
+        qualified = self.qualified_name(call.func)
+        if qualified is None:
+            return None
+        if self.is_module_class(qualified):
+            return Kind.MODEL
+        return kind_of_constructor(qualified)
+
+    def is_module_class(self, name: str, seen: frozenset[str] = frozenset()) -> bool:
+        """Whether `name` is an nn.Module subclass defined in this file."""
+        info = self.classes.get(name)
+        if info is None or name in seen:
+            return False
+        return any(
+            base in ("torch.nn.Module", "torch.nn.modules.module.Module")
+            or base.endswith("LightningModule")
+            or self.is_module_class(base, seen | {name})
+            for base in info.bases
+        )
+
+    def is_lightning_class(self, name: str) -> bool:
+        info = self.classes.get(name)
+        return info is not None and any(base.endswith("LightningModule") for base in info.bases)
+
+    def names_of_kind(self, kind: Kind) -> set[str]:
+        return {name for name, bound in self.bindings.items() if bound is kind}
+
+    def is_moved(self, name: str) -> bool:
+        return name in self.moved
+
+    def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None) -> None:
+        name = dotted_name(target)
+        if name is None or value is None:
+            return
+        self.assignments.setdefault(name, []).append(value)
+        base, chain = strip_chain(value)
+        if any(_method(call) in MOVE_METHODS for call in chain):
+            self.moved.add(name)
+        if not isinstance(base, cst.Call):
+            return
+        kind = self.kind_of_call(base)
+        if kind is not None:
+            self.bindings[name] = kind
+            self.constructors[name] = base
+
+    # -- events ------------------------------------------------------------------------
 
     def clears_gradients(self, function_name: str) -> bool:
         """Whether calling the file's function `function_name` clears gradients."""
@@ -159,22 +298,32 @@ class Facts:
                 return True
         return False
 
-    def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None) -> None:
-        name = dotted_name(target)
-        if name is None or not isinstance(value, cst.Call):
-            return
-        qualified = self.qualified_name(value.func)
-        kind = None if qualified is None else kind_of_constructor(qualified)
-        if kind is not None:
-            self.bindings[name] = kind
+    def expand(self, events: Sequence[GradEvent], depth: int = 4) -> list[GradEvent]:
+        """`events` with each call to a function of the file replaced by that function's events."""
+        expanded: list[GradEvent] = []
+        for event in events:
+            function = (
+                self.functions.get(event.target or "") if event.kind is EventKind.CALL else None
+            )
+            if function is not None and depth > 0:
+                expanded.extend(self.expand(function.events, depth - 1))
+            else:
+                expanded.append(event)
+        return expanded
+
+    def callers_of(self, function_name: str) -> list[CallSite]:
+        """The call sites of a function of the file (`f(...)` or `self.f(...)`)."""
+        return [site for site in self.calls if _called_function_name(site.node) == function_name]
 
     def _classify_events(self) -> None:
-        owners: list[Loop | Function] = [*self.loops, *self.functions.values()]
+        owners: list[Loop | Function] = [*self.loops, *self.all_functions]
         for owner in owners:
             owner.events = [e for e in map(self._classify, owner.raw) if e is not None]
         clearing = {
-            name for name, function in self.functions.items()
-            if any(event.kind is EventKind.CLEAR for event in function.events)
+            function.name
+            for function in self.all_functions
+            if function.node is not None
+            and any(event.kind is EventKind.CLEAR for event in function.events)
         }
         changed = True
         while changed:
@@ -195,8 +344,9 @@ class Facts:
         func = node.func
         if self.qualified_name(func) == "torch.autograd.backward":
             return GradEvent(EventKind.BACKWARD, None, node)
-        if isinstance(func, cst.Name):
-            return GradEvent(EventKind.CALL, func.value, node)
+        called = _called_function_name(node)
+        if called is not None:
+            return GradEvent(EventKind.CALL, called, node)
         if not isinstance(func, cst.Attribute):
             return None
         method, receiver = func.attr.value, func.value
@@ -209,8 +359,12 @@ class Facts:
             return GradEvent(EventKind.CLEAR, dotted_name(receiver) if is_optimizer else None, node)
         if method in ("zero_", "fill_") and _is_grad(receiver):
             return GradEvent(EventKind.CLEAR, None, node)
-        if isinstance(receiver, cst.Name) and receiver.value == "self":
-            return GradEvent(EventKind.CALL, method, node)
+        if method == "eval" and not node.args:
+            return GradEvent(EventKind.EVAL_MODE, dotted_name(receiver), node)
+        if method == "train":
+            turns_off = bool(node.args) and _is_false(node.args[0].value)
+            kind = EventKind.EVAL_MODE if turns_off else EventKind.TRAIN_MODE
+            return GradEvent(kind, dotted_name(receiver), node)
         return None
 
     def _classify_step(self, node: cst.Call, receiver: cst.BaseExpression) -> GradEvent | None:
@@ -224,6 +378,29 @@ class Facts:
             event_kind = EventKind.CLOSURE_STEP if node.args else EventKind.STEP
             return GradEvent(event_kind, dotted_name(receiver), node)
         return None
+
+
+def _method(call: cst.Call) -> str | None:
+    return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
+
+
+def _called_function_name(call: cst.Call) -> str | None:
+    """`f` for `f(...)` and for `self.f(...)`: calls that may reach a function of the file."""
+    func = call.func
+    if isinstance(func, cst.Name):
+        return func.value
+    if (
+        isinstance(func, cst.Attribute)
+        and isinstance(func.value, cst.Name)
+        and func.value.value == "self"
+        and func.attr.value not in ("eval", "train", "zero_grad")
+    ):
+        return func.attr.value
+    return None
+
+
+def _is_false(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value == "False"
 
 
 def _is_grad(node: cst.BaseExpression) -> bool:
@@ -243,17 +420,18 @@ class _FactsVisitor:
     def __init__(self, facts: Facts) -> None:
         self.facts = facts
         self.loops: list[Loop] = []
-        self.functions: list[Function | None] = [None]
+        self.functions: list[Function] = [facts.module_scope]
+        self.classes: list[str | None] = [None]
         self.saved_loops: list[list[Loop]] = []
+        self.no_grad_depth = 0
+        self.no_grad_withs: set[cst.With] = set()
 
     def _record(self, node: cst.CSTNode) -> None:
         for loop in self.loops:
             loop.raw.append(node)
-        function = self.functions[-1]
-        if function is not None:
-            function.raw.append(node)
+        self.functions[-1].raw.append(node)
 
-    def _enter_scope(self, function: Function | None) -> None:
+    def _enter_scope(self, function: Function) -> None:
         self.saved_loops.append(self.loops)
         self.loops = []
         self.functions.append(function)
@@ -262,38 +440,72 @@ class _FactsVisitor:
         self.loops = self.saved_loops.pop()
         self.functions.pop()
 
+    def visit_Comment(self, node: cst.Comment) -> None:
+        self.facts.comments.append(node.value)
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        self.facts.strings.append(node)
+
     def visit_Import(self, node: cst.Import) -> None:
         self.facts.imports.add_import(node)
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         self.facts.imports.add_import_from(node)
 
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        bases = [self.facts.qualified_name(arg.value) or "" for arg in node.bases]
+        self.facts.classes.setdefault(node.name.value, ClassInfo(node, bases))
+        self.classes.append(node.name.value)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self.classes.pop()
+
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        function = Function(node)
+        no_grad = any(
+            is_no_grad_context(self.facts.qualified_name(_decorator_callee(d.decorator)))
+            for d in node.decorators
+        )
+        function = Function(node, class_name=self.classes[-1], no_grad=no_grad)
         self.facts.functions.setdefault(node.name.value, function)
+        self.facts.all_functions.append(function)
         self._enter_scope(function)
+        self.classes.append(None)
+        if no_grad:
+            self.no_grad_depth += 1
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        if self.functions[-1].no_grad:
+            self.no_grad_depth -= 1
+        self.classes.pop()
         self._leave_scope()
 
     def visit_Lambda(self, node: cst.Lambda) -> None:
-        self._enter_scope(None)
+        self._enter_scope(Function(None))
 
     def leave_Lambda(self, original_node: cst.Lambda) -> None:
         self._leave_scope()
 
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self._enter_scope(None)
+    def visit_With(self, node: cst.With) -> None:
+        if any(
+            isinstance(item.item, cst.Call) and self._disables_grad(item.item)
+            for item in node.items
+        ):
+            self.no_grad_withs.add(node)
+            self.no_grad_depth += 1
 
-    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        self._leave_scope()
+    def leave_With(self, original_node: cst.With) -> None:
+        if original_node in self.no_grad_withs:
+            self.no_grad_depth -= 1
+
+    def _disables_grad(self, call: cst.Call) -> bool:
+        qualified = self.facts.qualified_name(call.func)
+        if qualified in ("torch.set_grad_enabled", "torch.autograd.set_grad_enabled"):
+            return bool(call.args) and _is_false(call.args[0].value)
+        return is_no_grad_context(qualified)
 
     def _enter_loop(self, node: cst.For | cst.While) -> None:
-        function = self.functions[-1]
         loop = Loop(
-            node,
-            parent=self.loops[-1] if self.loops else None,
-            function=None if function is None else function.node.name.value,
+            node, parent=self.loops[-1] if self.loops else None, function=self.functions[-1]
         )
         self.facts.loops.append(loop)
         self.loops.append(loop)
@@ -312,17 +524,47 @@ class _FactsVisitor:
 
     def visit_Call(self, node: cst.Call) -> None:
         self._record(node)
+        self.facts.calls.append(
+            CallSite(node, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0)
+        )
+        # `model.to(device)` on its own moves the model it names.
+        if _method(node) in MOVE_METHODS and isinstance(node.func, cst.Attribute):
+            name = dotted_name(node.func.value)
+            if name is not None:
+                self.facts.moved.add(name)
+
+    def _note_assignment(
+        self, targets: Sequence[cst.BaseExpression], value: cst.BaseExpression
+    ) -> None:
+        if self.no_grad_depth > 0:
+            self.facts.no_grad_values.add(value)
+        names = {name for target in targets for name in _bound_names(target)}
+        for loop in self.loops:
+            loop.assigned |= names
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        self._note_assignment([t.target for t in node.targets], node.value)
         if _assigns_grad([t.target for t in node.targets]):
             self._record(node)
         for target in node.targets:
             self.facts.bind(target.target, node.value)
+            if isinstance(target.target, cst.Tuple) and isinstance(node.value, cst.Tuple):
+                for element, value in zip(
+                    target.target.elements, node.value.elements, strict=False
+                ):
+                    self.facts.bind(element.value, value.value)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._note_assignment([node.target], node.value)
         if node.value is not None and _assigns_grad([node.target]):
             self._record(node)
         self.facts.bind(node.target, node.value)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self.facts.aug_assigns.append(
+            (node, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0)
+        )
 
     def visit_Param(self, node: cst.Param) -> None:
         if node.annotation is None:
@@ -331,3 +573,15 @@ class _FactsVisitor:
         kind = None if qualified is None else kind_of_constructor(qualified)
         if kind is not None:
             self.facts.bindings[node.name.value] = kind
+
+
+def _decorator_callee(node: cst.BaseExpression) -> cst.BaseExpression:
+    return node.func if isinstance(node, cst.Call) else node
+
+
+def creation_without_device(facts: Facts, call: cst.Call) -> bool:
+    """`torch.zeros(3)`: a tensor factory called with no `device=` argument."""
+    qualified = facts.qualified_name(call.func)
+    if qualified is None or not is_creation_function(qualified):
+        return False
+    return not any(arg.keyword is not None and arg.keyword.value == "device" for arg in call.args)

@@ -70,6 +70,5 @@ class ImportTable:
 
     def imports_module(self, prefix: str) -> bool:
         return any(
-            target == prefix or target.startswith(prefix + ".")
-            for target in self._aliases.values()
+            target == prefix or target.startswith(prefix + ".") for target in self._aliases.values()
         )

@@ -1,0 +1,700 @@
+"""PG2xx: devices. Tensors and modules that end up on different devices, and CUDA-only code."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import libcst as cst
+
+from pitfall_guard.findings import Edit, Fix, Severity
+from pitfall_guard.static.facts import (
+    CallSite,
+    Facts,
+    Kind,
+    Loop,
+    creation_without_device,
+    strip_chain,
+)
+from pitfall_guard.static.names import dotted_name
+from pitfall_guard.static.rule import StaticRule
+
+_CUDA_STRING = re.compile(r"^cuda(:\d+)?$")
+_AVAILABILITY_CHECKS = frozenset(
+    {
+        "torch.cuda.is_available",
+        "torch.cuda.device_count",
+        "torch.accelerator.is_available",
+        "torch.accelerator.current_accelerator",
+        "torch.backends.mps.is_available",
+    }
+)
+# Methods whose result no longer depends on autograd (integer results, comparisons).
+_GRAD_FREE_METHODS = frozenset(
+    {
+        "argmax",
+        "argmin",
+        "eq",
+        "ne",
+        "gt",
+        "lt",
+        "ge",
+        "le",
+        "long",
+        "int",
+        "bool",
+        "detach",
+        "item",
+        "tolist",
+        "size",
+        "numel",
+        "nonzero",
+        "sign",
+        "data",
+        "shape",
+        "dtype",
+        "device",
+    }
+)
+
+
+def string_value(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.SimpleString):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _model_name(facts: Facts, callee: cst.BaseExpression) -> str | None:
+    name = dotted_name(callee)
+    if name is not None and facts.kind_of(callee) is Kind.MODEL:
+        return name
+    return None
+
+
+def _moved_to_cpu_only(facts: Facts, name: str) -> bool:
+    """`model.to("cpu")`: moved, but nowhere that could disagree with an unmoved batch."""
+    return all(
+        _moves_to_cpu(value) for value in facts.assignments.get(name, []) if strip_chain(value)[1]
+    ) and bool(facts.assignments.get(name))
+
+
+def _moves_to_cpu(value: cst.BaseExpression) -> bool:
+    _, chain = strip_chain(value)
+    for call in chain:
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value in ("to", "cuda"):
+            if call.func.attr.value == "cuda" or not call.args:
+                return False
+            if string_value(call.args[0].value) != "cpu":
+                return False
+    return True
+
+
+class TensorOrigins:
+    """Which names hold tensors that may live on a GPU, and which may carry autograd graphs.
+
+    Names are followed through assignments in the whole file; a name counts only when every
+    assignment to it agrees, so `preds = preds.cpu()` anywhere makes `preds` a CPU tensor.
+    """
+
+    def __init__(self, facts: Facts) -> None:
+        self.facts = facts
+        self.moved_models = {name for name in facts.moved if facts.kind_of_name(name) is Kind.MODEL}
+        self.on_device = self._fixpoint(self._is_device_expression)
+        self.with_grad = self._fixpoint(self._is_grad_expression, skip_no_grad=True)
+
+    def _fixpoint(
+        self,
+        test: Callable[[cst.BaseExpression, set[str]], bool],
+        skip_no_grad: bool = False,
+    ) -> set[str]:
+        names: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for name, values in self.facts.assignments.items():
+                if name in names or not values:
+                    continue
+                if skip_no_grad and any(v in self.facts.no_grad_values for v in values):
+                    continue
+                if all(test(value, names) for value in values):
+                    names.add(name)
+                    changed = True
+        return names
+
+    def _is_device_expression(self, node: cst.BaseExpression, known: set[str]) -> bool:
+        if isinstance(node, cst.Name):
+            return node.value in known
+        if isinstance(node, cst.BinaryOperation):
+            return self._is_device_expression(node.left, known) or self._is_device_expression(
+                node.right, known
+            )
+        if isinstance(node, cst.Subscript | cst.Attribute):
+            return self._is_device_expression(node.value, known)
+        if not isinstance(node, cst.Call):
+            return False
+        func = node.func
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            if method in ("cpu", "numpy", "item", "tolist"):
+                return False
+            if method == "cuda":
+                return True
+            if method == "to" and node.args:
+                return string_value(node.args[0].value) != "cpu"
+            if dotted_name(func) in self.moved_models:
+                return True
+            return self._is_device_expression(func.value, known)
+        return dotted_name(func) in self.moved_models
+
+    def _is_grad_expression(self, node: cst.BaseExpression, known: set[str]) -> bool:
+        if node in self.facts.no_grad_values:
+            return False
+        if isinstance(node, cst.Name):
+            return node.value in known
+        if isinstance(node, cst.BinaryOperation):
+            return self._is_grad_expression(node.left, known) or self._is_grad_expression(
+                node.right, known
+            )
+        if isinstance(node, cst.Subscript):
+            return self._is_grad_expression(node.value, known)
+        if not isinstance(node, cst.Call):
+            return False
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in _GRAD_FREE_METHODS:
+            return False
+        if _model_name(self.facts, func) is not None:
+            return True
+        if any(
+            arg.keyword is not None
+            and arg.keyword.value == "requires_grad"
+            and isinstance(arg.value, cst.Name)
+            and arg.value.value == "True"
+            for arg in node.args
+        ):
+            return True
+        if isinstance(func, cst.Attribute):
+            receiver_grad = self._is_grad_expression(func.value, known)
+            qualified = self.facts.qualified_name(func) or ""
+            if qualified.startswith("torch.") and node.args:
+                return receiver_grad or self._is_grad_expression(node.args[0].value, known)
+            return receiver_grad
+        return False
+
+    def is_on_device(self, node: cst.BaseExpression) -> bool:
+        return self._is_device_expression(node, self.on_device)
+
+    def requires_grad(self, node: cst.BaseExpression) -> bool:
+        return self._is_grad_expression(node, self.with_grad)
+
+    def root(self, node: cst.BaseExpression) -> cst.BaseExpression:
+        while True:
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+                if node.func.attr.value in ("cpu", "detach"):
+                    return node
+                node = node.func.value
+            elif isinstance(node, cst.Attribute | cst.Subscript):
+                node = node.value
+            else:
+                return node
+
+
+class DeviceMismatch(StaticRule):
+    """
+    ## What it catches
+    A model moved to a device (`model.to(device)`) that is fed a batch straight from the
+    data loader, never moved; a tensor created inside `forward` without a device while the
+    model is moved; and arithmetic between a tensor moved with `.cuda()` and one never moved.
+
+    ## Why it matters
+    On a GPU machine the first forward pass fails with "Expected all tensors to be on the same
+    device", or, in code that only runs on some batches, hours into the run. On a CPU-only
+    machine everything silently stays on the CPU, so the bug waits for the first GPU run.
+
+    ## Example
+    ```python
+    model = Net().to(device)
+    for images, labels in train_loader:
+        outputs = model(images)
+    ```
+
+    ## Fix
+    Move every batch to the model's device (`images = images.to(device, non_blocking=True)`),
+    and create tensors in `forward` on the input's device (`torch.zeros(n, device=x.device)`
+    or `x.new_zeros(n)`).
+    """
+
+    code = "PG201"
+    name = "device-mismatch"
+    summary = "a tensor and the module or tensor it meets are on different devices"
+    hint = "move the batch with .to(device) before the forward pass"
+
+    VALID = (
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net().to(device)
+for images, labels in train_loader:
+    images, labels = images.to(device), labels.to(device)
+    outputs = model(images)
+""",
+        # a helper moves the batch
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net().to(device)
+for batch in loader:
+    inputs, targets = to_device(batch, device)
+    outputs = model(inputs)
+""",
+        # the model stays on the CPU
+        """
+import torch
+model = Net()
+for images, labels in train_loader:
+    outputs = model(images)
+""",
+        # a collate_fn moves the batches
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+loader = torch.utils.data.DataLoader(data, collate_fn=lambda b: move(b, device))
+model = Net().to(device)
+for x, y in loader:
+    model(x)
+""",
+        """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def forward(self, x):
+        mask = torch.ones(x.size(0), device=x.device)
+        noise = torch.randn(x.shape).to(x.device)
+        return x * mask + noise
+model = Net().to("cuda" if torch.cuda.is_available() else "cpu")
+""",
+    )
+    INVALID = (
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net().to(device)
+train_loader = torch.utils.data.DataLoader(train_set, batch_size=64)
+for epoch in range(3):
+    for images, labels in train_loader:
+        outputs = model(images)  # expect: PG201
+""",
+        """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def forward(self, x):
+        hidden = torch.zeros(x.size(0), 128)  # expect: PG201
+        return self.rnn(x, hidden)
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+net = Net()
+net.to(device)
+""",
+        """
+import torch
+cpu_tensor = torch.tensor([[1, 2], [3, 4]])
+gpu_tensor = torch.randn(2, 2).cuda()
+total = cpu_tensor + gpu_tensor  # expect: PG201
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        facts = self.facts
+        for site in facts.calls:
+            self._check_forward_call(site)
+        self._check_forward_creations()
+
+    def _check_forward_call(self, site: CallSite) -> None:
+        model = _model_name(self.facts, site.node.func)
+        if model is None or not self.facts.is_moved(model) or _moved_to_cpu_only(self.facts, model):
+            return
+        for arg in site.node.args:
+            name = self._unmoved_batch(arg.value, site.loops)
+            if name is not None:
+                self.report(
+                    site.node,
+                    f"model '{model}' was moved to a device, but '{name}' comes straight from "
+                    "the data loader and was never moved: on a GPU this forward pass fails",
+                    hint=f"{name} = {name}.to(device, non_blocking=True) before calling {model}",
+                )
+                return
+
+    def _unmoved_batch(self, value: cst.BaseExpression, loops: tuple[Loop, ...]) -> str | None:
+        base, chain = strip_chain(value)
+        if chain or isinstance(base, cst.Call):
+            return None
+        if isinstance(base, cst.Subscript):
+            base = base.value
+        if not isinstance(base, cst.Name):
+            return None
+        for loop in loops:
+            if base.value in loop.target_names() and base.value not in loop.assigned:
+                return base.value if self._yields_host_batches(loop) else None
+        return None
+
+    def _yields_host_batches(self, loop: Loop) -> bool:
+        iterable = loop.iterable
+        while isinstance(iterable, cst.Call) and dotted_name(iterable.func) in (
+            "enumerate",
+            "tqdm",
+            "tqdm.tqdm",
+        ):
+            if not iterable.args:
+                return False
+            iterable = iterable.args[0].value
+        if iterable is None or self.facts.kind_of(iterable) is not Kind.LOADER:
+            return False
+        name = dotted_name(iterable)
+        constructor = self.facts.constructors.get(name or "")
+        if constructor is None:
+            return name is not None
+        for arg in constructor.args:
+            if arg.keyword is not None and arg.keyword.value == "collate_fn":
+                return False
+        return not _mentions_move(constructor)
+
+    def _check_forward_creations(self) -> None:
+        moved_classes = {
+            dotted_name(self.facts.constructors[name].func)
+            for name in self.facts.moved
+            if name in self.facts.constructors
+        }
+        moved_into = _receivers_of_moves(self.facts)
+        for site in self.facts.calls:
+            function = site.function
+            if (
+                function.node is None
+                or function.name != "forward"
+                or function.class_name not in moved_classes
+                or site.node in moved_into
+                or not creation_without_device(self.facts, site.node)
+                or dotted_name(site.node.func) in ("torch.tensor", "torch.as_tensor")
+            ):
+                continue
+            self.report(
+                site.node,
+                f"this tensor is created on the CPU inside {function.class_name}.forward, but "
+                "the model is moved to a device: on a GPU the forward pass fails",
+                hint="create it on the input's device: device=x.device (or x.new_zeros(...))",
+            )
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        left, right = dotted_name(node.left), dotted_name(node.right)
+        if left is None or right is None:
+            return
+        if (self._on_gpu(left) and self._on_cpu(right)) or (
+            self._on_gpu(right) and self._on_cpu(left)
+        ):
+            self.report(
+                node,
+                f"'{left}' and '{right}' are on different devices (one was moved with "
+                ".cuda()/.to(), the other never was): this raises on a GPU",
+                hint="move both to the same device first, e.g. cpu_tensor.to(gpu_tensor.device)",
+            )
+
+    def _on_gpu(self, name: str) -> bool:
+        values = self.facts.assignments.get(name, [])
+        return bool(values) and all(
+            any(_method_name(call) == "cuda" or _is_cuda_to(call) for call in strip_chain(v)[1])
+            for v in values
+        )
+
+    def _on_cpu(self, name: str) -> bool:
+        values = self.facts.assignments.get(name, [])
+        return bool(values) and all(
+            isinstance(v, cst.Call) and creation_without_device(self.facts, v) for v in values
+        )
+
+
+def _method_name(call: cst.Call) -> str | None:
+    return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
+
+
+def _is_cuda_to(call: cst.Call) -> bool:
+    if _method_name(call) != "to" or not call.args:
+        return False
+    value = string_value(call.args[0].value)
+    return value is not None and _CUDA_STRING.match(value) is not None
+
+
+def _mentions_move(node: cst.CSTNode) -> bool:
+    """Whether `.to(` or `.cuda(` appears anywhere inside `node` (a dataset built on device)."""
+    code = cst.Module([]).code_for_node(node)
+    return ".to(" in code or ".cuda(" in code
+
+
+def _receivers_of_moves(facts: Facts) -> set[cst.CSTNode]:
+    """Calls whose result is moved right away, as in `torch.zeros(n).to(x.device)`."""
+    moved: set[cst.CSTNode] = set()
+    for site in facts.calls:
+        func = site.node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("to", "cuda", "type_as"):
+            moved.add(func.value)
+    return moved
+
+
+def _numpy_calls(facts: Facts) -> Iterator[tuple[CallSite, cst.BaseExpression]]:
+    for site in facts.calls:
+        func = site.node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "numpy" and not site.node.args:
+            yield site, func.value
+
+
+class NumpyOnCudaTensor(StaticRule):
+    """
+    ## What it catches
+    `.numpy()` on a tensor that may be on a GPU (a model output, a batch moved with
+    `.to(device)`, anything computed from them) with no `.cpu()` before it.
+
+    ## Why it matters
+    NumPy arrays live in host memory: `.numpy()` on a CUDA tensor raises "can't convert
+    cuda:0 device type tensor to numpy". Tested on a CPU-only laptop the script works, then
+    fails on the GPU machine, usually at the end of the first epoch, when metrics are computed.
+
+    ## Example
+    ```python
+    preds = model(images.to(device)).argmax(dim=1)
+    all_preds.append(preds.numpy())
+    ```
+
+    ## Fix
+    Copy the tensor to the host first: `preds.cpu().numpy()` (`.detach().cpu().numpy()` for
+    tensors that require grad).
+    """
+
+    code = "PG202"
+    name = "numpy-on-cuda-tensor"
+    summary = ".numpy() on a tensor that may be on a GPU"
+    hint = "call .cpu() before .numpy()"
+
+    VALID = (
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net().to(device)
+with torch.no_grad():
+    preds = model(images.to(device)).argmax(1)
+    array = preds.cpu().numpy()
+""",
+        """
+import torch
+import numpy as np
+tensor = torch.from_numpy(np.ones(5))
+back = tensor.numpy()
+""",
+    )
+    INVALID = (
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net().to(device)
+with torch.no_grad():
+    outputs = model(images.to(device))
+    preds = outputs.argmax(dim=1)
+    collected.append(preds.numpy())  # expect: PG202
+""",
+        """
+import torch
+gpu_tensor = torch.randn(2, 3).cuda()
+array = gpu_tensor.numpy()  # expect: PG202
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        origins = TensorOrigins(self.facts)
+        for site, receiver in _numpy_calls(self.facts):
+            root = origins.root(receiver)
+            if isinstance(root, cst.Call) and _method_name(root) == "cpu":
+                continue
+            if origins.is_on_device(receiver):
+                self.report(
+                    site.node,
+                    f"'{_code(receiver)}' may be on a GPU, and .numpy() only works on CPU "
+                    "tensors: this line raises on a GPU machine",
+                    fix=_insert_before_numpy(self, site.node, ".cpu()", "copy it to the host"),
+                )
+
+
+class NumpyOnGradTensor(StaticRule):
+    """
+    ## What it catches
+    `.numpy()` on a tensor that requires grad (a model output outside `torch.no_grad()`, a
+    tensor created with `requires_grad=True`, or something computed from them) with no
+    `.detach()` before it.
+
+    ## Why it matters
+    It raises "Can't call numpy() on Tensor that requires grad". Fixing it with `.data` hides
+    the tensor from autograd's version checks; `.detach()` is the supported way.
+
+    ## Example
+    ```python
+    outputs = model(images)
+    probabilities = outputs.softmax(dim=1).numpy()
+    ```
+
+    ## Fix
+    `outputs.detach().numpy()`, or compute metrics under `torch.no_grad()` /
+    `torch.inference_mode()`.
+    """
+
+    code = "PG203"
+    name = "numpy-on-grad-tensor"
+    summary = ".numpy() on a tensor that requires grad"
+    hint = "call .detach() before .numpy() (or compute it under torch.no_grad())"
+
+    VALID = (
+        """
+import torch
+model = Net()
+outputs = model(images)
+array = outputs.detach().numpy()
+labels = outputs.argmax(1).numpy()
+with torch.no_grad():
+    probs = model(images).softmax(1).numpy()
+""",
+    )
+    INVALID = (
+        """
+import torch
+model = Net()
+outputs = model(images)
+probabilities = outputs.softmax(dim=1).numpy()  # expect: PG203
+""",
+        """
+import torch
+x = torch.tensor(2.0, requires_grad=True)
+y = x ** 3
+print(y.numpy())  # expect: PG203
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        origins = TensorOrigins(self.facts)
+        for site, receiver in _numpy_calls(self.facts):
+            if site.no_grad or site.function.no_grad:
+                continue
+            root = origins.root(receiver)
+            if isinstance(root, cst.Call) and _method_name(root) == "detach":
+                continue
+            if origins.requires_grad(receiver):
+                self.report(
+                    site.node,
+                    f"'{_code(receiver)}' requires grad, and .numpy() refuses such tensors: "
+                    "this line raises",
+                    fix=_insert_before_numpy(self, site.node, ".detach()", "detach it first"),
+                )
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
+
+
+def _insert_before_numpy(rule: StaticRule, call: cst.Call, text: str, description: str) -> Fix:
+    assert isinstance(call.func, cst.Attribute)
+    end = rule.context.position(call.func.value).end
+    column = end.column + 1
+    return Fix(description, (Edit(end.line, column, end.line, column, text),), safe=True)
+
+
+class HardcodedCuda(StaticRule):
+    """
+    ## What it catches
+    `.cuda()`, `.to("cuda")`, `torch.device("cuda")` or `device="cuda"` in a file that never
+    asks whether a GPU is there (`torch.cuda.is_available()`).
+
+    ## Why it matters
+    The script only runs on a machine with an NVIDIA GPU: anywhere else (a laptop, a CI
+    runner, a Mac) it stops with "Torch not compiled with CUDA enabled" or "no CUDA GPUs are
+    available", although nothing in it needs a GPU.
+
+    ## Example
+    ```python
+    model = Net().cuda()
+    images = images.to("cuda")
+    ```
+
+    ## Fix
+    Pick the device once and use it everywhere:
+    ```python
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = Net().to(device)
+    images = images.to(device)
+    ```
+    """
+
+    code = "PG204"
+    name = "hardcoded-cuda"
+    summary = "CUDA hard-coded with no fallback when no GPU is available"
+    severity = Severity.WARNING
+    hint = 'device = torch.device("cuda" if torch.cuda.is_available() else "cpu")'
+
+    VALID = (
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net().to(device)
+""",
+        """
+import torch
+if torch.cuda.is_available():
+    model = model.cuda()
+""",
+        """
+import torch
+with torch.autocast("cuda", enabled=False):
+    pass
+""",
+    )
+    INVALID = (
+        """
+import torch
+gpu_tensor = torch.randn(2, 3).cuda()  # expect: PG204
+device = torch.device("cuda:0")  # expect: PG204
+x = x.to("cuda")  # expect: PG204
+y = torch.zeros(3, device="cuda")  # expect: PG204
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        if any(
+            self.facts.qualified_name(s.node.func) in _AVAILABILITY_CHECKS for s in self.facts.calls
+        ):
+            return
+        for site in self.facts.calls:
+            node = _hardcoded_cuda(self.facts, site.node)
+            if node is not None:
+                self.report(
+                    node,
+                    "CUDA is hard-coded here and the file never checks "
+                    "torch.cuda.is_available(): it cannot run on a machine without a GPU",
+                )
+
+
+def _hardcoded_cuda(facts: Facts, call: cst.Call) -> cst.CSTNode | None:
+    method = _method_name(call)
+    if method == "cuda" and dotted_name(call.func) != "torch.cuda":
+        return call
+    placement = method == "to" or facts.qualified_name(call.func) == "torch.device"
+    for index, arg in enumerate(call.args):
+        keyword = arg.keyword.value if arg.keyword is not None else None
+        is_device_arg = (placement and index == 0 and keyword is None) or keyword in (
+            "device",
+            "map_location",
+        )
+        value = string_value(arg.value)
+        if is_device_arg and value is not None and _CUDA_STRING.match(value):
+            return arg.value
+    return None
+
+
+STATIC_RULES: tuple[type[StaticRule], ...] = (
+    DeviceMismatch,
+    NumpyOnCudaTensor,
+    NumpyOnGradTensor,
+    HardcodedCuda,
+)

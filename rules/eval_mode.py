@@ -1,0 +1,446 @@
+"""PG3xx: evaluation mode. model.eval(), torch.no_grad(), and model.train() afterwards."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import libcst as cst
+
+from pitfall_guard.findings import Severity
+from pitfall_guard.static.facts import CallSite, EventKind, Facts, Function, GradEvent, Kind, Loop
+from pitfall_guard.static.names import dotted_name, last_part
+from pitfall_guard.static.rule import StaticRule
+from pitfall_guard.static.torch_api import MODE_DEPENDENT_LAYERS
+
+_EVAL_FUNCTION = re.compile(
+    r"^_?(evaluate|evaluation|eval|validate|validation|val|valid|test|testing|predict|"
+    r"inference|infer)(_\w+)?$|evaluat|validat",
+    re.IGNORECASE,
+)
+_EVAL_LOADER = re.compile(r"val|test|eval|holdout", re.IGNORECASE)
+_LOOP_WRAPPERS = ("enumerate", "tqdm", "tqdm.tqdm", "iter")
+
+
+@dataclass(frozen=True)
+class EvalRegion:
+    """Code that evaluates a model: an evaluation function, or a loop over a test loader."""
+
+    description: str
+    forward: CallSite
+    model: str
+    function: Function | None
+    loop: Loop | None
+
+
+def _trains(events: Sequence[GradEvent]) -> bool:
+    return any(
+        event.kind in (EventKind.STEP, EventKind.BACKWARD, EventKind.CLOSURE_STEP)
+        for event in events
+    )
+
+
+def _model_call(facts: Facts, site: CallSite) -> str | None:
+    name = dotted_name(site.node.func)
+    if name is None or facts.kind_of(site.node.func) is not Kind.MODEL:
+        return None
+    return name
+
+
+def _unwrap_loop_iterable(node: cst.BaseExpression | None) -> cst.BaseExpression | None:
+    while isinstance(node, cst.Call) and dotted_name(node.func) in _LOOP_WRAPPERS and node.args:
+        node = node.args[0].value
+    return node
+
+
+def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
+    """Every evaluation function and loop of the file with its first forward pass."""
+    eval_functions = set()
+    for function in facts.all_functions:
+        if (
+            function.node is None
+            or function.name.startswith("test_")
+            or not _EVAL_FUNCTION.search(function.name)
+            or _trains(facts.expand(function.events))
+        ):
+            continue
+        site = next(
+            (s for s in facts.calls if s.function is function and _model_call(facts, s)), None
+        )
+        if site is not None:
+            eval_functions.add(function)
+            model = _model_call(facts, site) or ""
+            yield EvalRegion(f"{function.name}()", site, model, function, None)
+    for loop in facts.loops:
+        iterable = _unwrap_loop_iterable(loop.iterable)
+        name = dotted_name(iterable) if iterable is not None else None
+        if (
+            iterable is None
+            or name is None
+            or loop.function in eval_functions
+            or not _EVAL_LOADER.search(last_part(name))
+            or facts.kind_of(iterable) is not Kind.LOADER
+            or _trains(facts.expand(loop.events))
+        ):
+            continue
+        site = next((s for s in facts.calls if loop in s.loops and _model_call(facts, s)), None)
+        if site is not None:
+            model = _model_call(facts, site) or ""
+            yield EvalRegion(f"the loop over '{name}'", site, model, loop.function, loop)
+
+
+def _switches_to_eval(facts: Facts, region: EvalRegion) -> bool:
+    if region.loop is not None:
+        scopes = [region.loop.function] if region.loop.function else []
+    else:
+        scopes = [region.function] if region.function else []
+        if region.function is not None and region.function.node is not None:
+            scopes += [site.function for site in facts.callers_of(region.function.name)]
+    return any(
+        event.kind is EventKind.EVAL_MODE
+        for scope in scopes
+        if scope is not None
+        for event in facts.expand(scope.events)
+    )
+
+
+def _grad_disabled(facts: Facts, region: EvalRegion) -> bool:
+    site = region.forward
+    if site.no_grad or site.function.no_grad:
+        return True
+    if region.loop is None and region.function is not None and region.function.node is not None:
+        callers = facts.callers_of(region.function.name)
+        return bool(callers) and all(c.no_grad or c.function.no_grad for c in callers)
+    return False
+
+
+def has_mode_dependent_layers(facts: Facts) -> bool | None:
+    """Whether the file's models have Dropout/BatchNorm; None when no model is visible."""
+    seen_model = False
+    for name, kind in facts.bindings.items():
+        if kind is not Kind.MODEL:
+            continue
+        constructor = facts.constructors[name]
+        qualified = facts.qualified_name(constructor.func) or ""
+        if qualified.startswith("torchvision.models."):
+            return True
+        if qualified in facts.classes:
+            continue
+        seen_model = True
+        if _mentions_mode_layers(facts, constructor):
+            return True
+    for class_name, info in facts.classes.items():
+        if facts.is_module_class(class_name):
+            seen_model = True
+            if _mentions_mode_layers(facts, info.node):
+                return True
+    return False if seen_model else None
+
+
+def _mentions_mode_layers(facts: Facts, node: cst.CSTNode) -> bool:
+    code = cst.Module([]).code_for_node(node)
+    return any(re.search(rf"\b{layer}\b", code) for layer in MODE_DEPENDENT_LAYERS) or bool(
+        re.search(r"\bF\.dropout\b|functional\.dropout", code)
+    )
+
+
+class EvalWithoutEvalMode(StaticRule):
+    """
+    ## What it catches
+    Evaluation code (a function named like `evaluate`/`validate`/`test`, or a loop over a
+    validation or test loader) that runs the model without `model.eval()` first, when the
+    model has Dropout or BatchNorm layers.
+
+    ## Why it matters
+    In training mode Dropout still zeroes activations at random and BatchNorm normalises with
+    the statistics of each test batch (and updates its running averages with test data).
+    Accuracy comes out lower and noisy, and results depend on the batch size.
+
+    ## Example
+    ```python
+    def evaluate(model, loader):
+        with torch.no_grad():
+            for x, y in loader:
+                correct += (model(x).argmax(1) == y).sum()
+    ```
+
+    ## Fix
+    Call `model.eval()` before evaluating (and `model.train()` before training again).
+    """
+
+    code = "PG301"
+    name = "evaluation-in-train-mode"
+    summary = "evaluation without model.eval(): Dropout and BatchNorm stay in training mode"
+    hint = "call model.eval() before evaluating, and model.train() before training again"
+
+    VALID = (
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(784, 128), nn.Dropout(0.2), nn.Linear(128, 10))
+def evaluate(model, loader):
+    model.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            model(x)
+""",
+        # the caller switches the mode
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(784, 10), nn.BatchNorm1d(10))
+def validate(model, loader):
+    return [model(x) for x, y in loader]
+model.eval()
+with torch.no_grad():
+    validate(model, val_loader)
+""",
+        # no Dropout or BatchNorm: eval() changes nothing
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+with torch.no_grad():
+    for x, y in test_loader:
+        model(x)
+""",
+    )
+    INVALID = (
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(784, 128), nn.Dropout(0.2), nn.Linear(128, 10))
+def evaluate(model, loader):
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (model(x).argmax(1) == y).sum()  # expect: PG301
+    return correct
+""",
+        """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(8)
+net = Net()
+with torch.no_grad():
+    for images, labels in test_loader:
+        outputs = net(images)  # expect: PG301
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        mode_layers = has_mode_dependent_layers(self.facts)
+        if mode_layers is False:
+            return
+        for region in evaluation_regions(self.facts):
+            if not _switches_to_eval(self.facts, region):
+                self.report(
+                    region.forward.node,
+                    f"{region.description} runs '{region.model}' without {region.model}.eval(): "
+                    "Dropout and BatchNorm still behave as in training, so the results are off",
+                    hint=f"call {region.model}.eval() before evaluating",
+                    severity=Severity.ERROR if mode_layers else Severity.WARNING,
+                )
+
+
+class EvalWithGrad(StaticRule):
+    """
+    ## What it catches
+    Evaluation code (a function named like `evaluate`/`validate`/`test`, or a loop over a
+    validation or test loader) whose forward passes run with gradients enabled: no
+    `torch.no_grad()`, `torch.inference_mode()` or decorator.
+
+    ## Why it matters
+    Every forward pass records an autograd graph that nothing will use: evaluation needs
+    much more memory (often out of memory on large batches) and runs slower.
+
+    ## Example
+    ```python
+    model.eval()
+    for x, y in test_loader:
+        outputs = model(x)
+    ```
+
+    ## Fix
+    Wrap evaluation in `with torch.inference_mode():` (or `torch.no_grad()`), or decorate the
+    function with `@torch.no_grad()`.
+    """
+
+    code = "PG302"
+    name = "evaluation-with-grad"
+    summary = "evaluation builds autograd graphs nobody uses (no torch.no_grad())"
+    severity = Severity.WARNING
+    hint = "wrap the evaluation in `with torch.inference_mode():` (or torch.no_grad())"
+
+    VALID = (
+        """
+import torch
+@torch.no_grad()
+def evaluate(model, loader):
+    model.eval()
+    return [model(x) for x, _ in loader]
+""",
+        """
+import torch
+def test(model, test_loader):
+    model.eval()
+    with torch.inference_mode():
+        for data, target in test_loader:
+            output = model(data)
+""",
+        """
+import torch
+def evaluate(model, loader):
+    return [model(x) for x, _ in loader]
+with torch.no_grad():
+    evaluate(model, val_loader)
+""",
+    )
+    INVALID = (
+        """
+import torch
+def test(model, test_loader):
+    model.eval()
+    for data, target in test_loader:
+        output = model(data)  # expect: PG302
+""",
+        """
+import torch
+model.eval()
+for x, y in val_loader:
+    predictions = model(x)  # expect: PG302
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        for region in evaluation_regions(self.facts):
+            if not _grad_disabled(self.facts, region):
+                self.report(
+                    region.forward.node,
+                    f"{region.description} runs '{region.model}' with gradients enabled: each "
+                    "forward pass builds an autograd graph that is never used",
+                )
+
+
+class TrainModeNotRestored(StaticRule):
+    """
+    ## What it catches
+    A training loop that calls `model.eval()` (directly or in an evaluation function it
+    calls) and keeps training without ever calling `model.train()` again.
+
+    ## Why it matters
+    After the first evaluation the rest of training runs in eval mode: Dropout is off and
+    BatchNorm stops updating its statistics, so the model overfits or trains on frozen
+    statistics, with no error.
+
+    ## Example
+    ```python
+    model.train()
+    for epoch in range(10):
+        train_one_epoch(model, loader, optimizer)
+        model.eval()
+        evaluate(model, val_loader)
+    ```
+
+    ## Fix
+    Call `model.train()` at the start of every epoch (or right after evaluating).
+    """
+
+    code = "PG303"
+    name = "train-mode-not-restored"
+    summary = "model.eval() inside training, with no model.train() to undo it"
+    hint = "call model.train() at the start of each epoch (or after evaluating)"
+
+    VALID = (
+        """
+import torch
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for epoch in range(3):
+    model.train()
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+    model.eval()
+    evaluate(model)
+""",
+        # the teacher of a distillation is never trained
+        """
+import torch
+optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+for x, y in loader:
+    teacher.eval()
+    optimizer.zero_grad()
+    loss_fn(student(x), teacher(x)).backward()
+    optimizer.step()
+""",
+    )
+    INVALID = (
+        """
+import torch
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+def evaluate(model, loader):
+    model.eval()  # expect: PG303
+    with torch.no_grad():
+        return sum(model(x).sum() for x in loader)
+model.train()
+for epoch in range(3):
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+    evaluate(model, val_loader)
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        trained = _trained_models(self.facts)
+        reported: set[cst.CSTNode] = set()
+        for loop in reversed(self.facts.loops):
+            events = self.facts.expand(loop.events)
+            if not any(e.kind is EventKind.STEP for e in events):
+                continue
+            if any(e.kind is EventKind.TRAIN_MODE for e in events):
+                continue
+            for event in events:
+                if event.kind is not EventKind.EVAL_MODE or event.node in reported:
+                    continue
+                if (
+                    trained
+                    and event.target not in trained
+                    and not _is_parameter(self.facts, event.target)
+                ):
+                    continue
+                reported.add(event.node)
+                self.report(
+                    event.node,
+                    f"'{event.target}' is switched to eval mode inside the training loop at line "
+                    f"{self.context.line_of(loop.node)} and never back to train mode, so the rest "
+                    "of training runs with Dropout off and BatchNorm frozen",
+                )
+
+
+def _trained_models(facts: Facts) -> set[str]:
+    """Models whose parameters an optimizer of the file updates (`SGD(model.parameters())`)."""
+    trained = set()
+    for name, kind in facts.bindings.items():
+        if kind is not Kind.OPTIMIZER or name not in facts.constructors:
+            continue
+        code = cst.Module([]).code_for_node(facts.constructors[name])
+        trained |= set(re.findall(r"([\w.]+)\.(?:named_)?parameters\(", code))
+    return trained
+
+
+def _is_parameter(facts: Facts, name: str | None) -> bool:
+    return any(name in function.parameter_names() for function in facts.all_functions)
+
+
+STATIC_RULES: tuple[type[StaticRule], ...] = (
+    EvalWithoutEvalMode,
+    EvalWithGrad,
+    TrainModeNotRestored,
+)
