@@ -6,12 +6,20 @@ from pitfall_guard.hookspecs import hookimpl
 from pitfall_guard.runtime.monitor import RuntimeMonitor
 from pitfall_guard.static.rule import StaticRule
 
-from . import devices, eval_mode, gradients
+from . import api, devices, distributed, eval_mode, gradients, learning_rate, shapes
 
 
 @hookimpl
 def pitfall_guard_static_rules() -> list[type[StaticRule]]:
-    return [*gradients.STATIC_RULES, *devices.STATIC_RULES, *eval_mode.STATIC_RULES]
+    return [
+        *gradients.STATIC_RULES,
+        *devices.STATIC_RULES,
+        *eval_mode.STATIC_RULES,
+        *shapes.STATIC_RULES,
+        *learning_rate.STATIC_RULES,
+        *api.STATIC_RULES,
+        *distributed.STATIC_RULES,
+    ]
 
 
 @hookimpl

@@ -1,0 +1,322 @@
+"""PG6xx: API use that is deprecated, unsafe, or skips what PyTorch does for you."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from pitfall_guard.findings import Edit, Fix, Severity
+from pitfall_guard.static.facts import CallSite
+from pitfall_guard.static.names import dotted_name, last_part
+from pitfall_guard.static.rule import StaticRule
+
+# Weights enums whose names do not follow from the builder's name by the general rule.
+_WEIGHTS_NAMES = {
+    "alexnet": "AlexNet",
+    "googlenet": "GoogLeNet",
+    "inception_v3": "Inception_V3",
+    "mobilenet_v2": "MobileNet_V2",
+    "mobilenet_v3_small": "MobileNet_V3_Small",
+    "mobilenet_v3_large": "MobileNet_V3_Large",
+    "squeezenet1_0": "SqueezeNet1_0",
+    "squeezenet1_1": "SqueezeNet1_1",
+    "resnext50_32x4d": "ResNeXt50_32X4D",
+    "resnext101_32x8d": "ResNeXt101_32X8D",
+    "wide_resnet50_2": "Wide_ResNet50_2",
+    "wide_resnet101_2": "Wide_ResNet101_2",
+    "shufflenet_v2_x1_0": "ShuffleNet_V2_X1_0",
+}
+_GENERAL_FAMILIES = {
+    "resnet": "ResNet",
+    "vgg": "VGG",
+    "densenet": "DenseNet",
+    "efficientnet_": "EfficientNet_",
+    "convnext_": "ConvNeXt_",
+    "vit_": "ViT_",
+    "regnet_": "RegNet_",
+    "swin_": "Swin_",
+}
+
+
+def weights_enum(builder: str) -> str | None:
+    """`ResNet18_Weights` for `resnet18`, following torchvision's naming; None if unsure."""
+    if builder in _WEIGHTS_NAMES:
+        return _WEIGHTS_NAMES[builder] + "_Weights"
+    for prefix, family in _GENERAL_FAMILIES.items():
+        if builder.startswith(prefix):
+            rest = builder[len(prefix) :]
+            if not re.fullmatch(r"[a-z0-9_]+", rest):
+                return None
+            if family in ("VGG",):
+                return family + rest.upper() + "_Weights"
+            parts = [
+                p.upper() if p[:1].isalpha() and len(p) <= 2 else p.capitalize()
+                for p in rest.split("_")
+            ]
+            return family + "_".join(parts) + "_Weights"
+    return None
+
+
+class PretrainedDeprecated(StaticRule):
+    """
+    ## What it catches
+    torchvision model builders called with `pretrained=` (or `pretrained_backbone=`).
+
+    ## Why it matters
+    `pretrained` is deprecated since torchvision 0.13 and removed in recent releases, where
+    the call fails. Where it still works it hides which weights are loaded.
+
+    ## Example
+    ```python
+    resnet = torchvision.models.resnet18(pretrained=True)
+    ```
+
+    ## Fix
+    Name the weights: `resnet18(weights=ResNet18_Weights.DEFAULT)` (or
+    `ResNet18_Weights.IMAGENET1K_V1`, exactly what `pretrained=True` loaded), and
+    `weights=None` for `pretrained=False`. The automatic fix writes `.DEFAULT`, which can be
+    newer weights than `pretrained=True` gave, so it is marked unsafe.
+    """
+
+    code = "PG601"
+    name = "torchvision-pretrained-deprecated"
+    summary = "torchvision's pretrained= argument is deprecated: use weights="
+    severity = Severity.WARNING
+    hint = "use weights=<Model>_Weights.DEFAULT (or weights=None)"
+
+    VALID = (
+        """
+import torchvision
+from torchvision.models import resnet18, ResNet18_Weights
+model = resnet18(weights=ResNet18_Weights.DEFAULT)
+other = torchvision.models.vgg16(weights=None)
+""",
+    )
+    INVALID = (
+        """
+import torchvision
+resnet = torchvision.models.resnet18(pretrained=True)  # expect: PG601
+from torchvision import models
+vgg = models.vgg16_bn(pretrained=False)  # expect: PG601
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        for site in self.facts.calls:
+            qualified = self.facts.qualified_name(site.node.func) or ""
+            if not qualified.startswith("torchvision.models."):
+                continue
+            for arg in site.node.args:
+                if arg.keyword is not None and arg.keyword.value in (
+                    "pretrained",
+                    "pretrained_backbone",
+                ):
+                    self.report(
+                        arg,
+                        f"{arg.keyword.value}= is deprecated (torchvision 0.13) and fails on "
+                        "recent releases",
+                        fix=self._fix(site, arg),
+                    )
+
+    def _fix(self, site: CallSite, arg: cst.Arg) -> Fix | None:
+        assert arg.keyword is not None
+        keyword = "weights" if arg.keyword.value == "pretrained" else "weights_backbone"
+        if isinstance(arg.value, cst.Name) and arg.value.value == "False":
+            replacement, safe = f"{keyword}=None", True
+        else:
+            func = dotted_name(site.node.func) or ""
+            builder = last_part(func)
+            enum = weights_enum(builder)
+            if enum is None or keyword != "weights" or "." not in func:
+                return None
+            module = func.rsplit(".", 1)[0]
+            replacement, safe = f"{keyword}={module}.{enum}.DEFAULT", False
+        span = self.context.position(arg)
+        end = self.context.position(arg.value).end
+        edit = Edit(span.start.line, span.start.column + 1, end.line, end.column + 1, replacement)
+        return Fix(f"use {replacement}", (edit,), safe=safe)
+
+
+class DataParallelUsed(StaticRule):
+    """
+    ## What it catches
+    `nn.DataParallel(model)`.
+
+    ## Why it matters
+    DataParallel runs one process that copies the model to every GPU on every step and
+    gathers outputs on the first one: it is slower than one GPU in many setups, unbalances
+    memory, and PyTorch recommends against it. DistributedDataParallel is faster even on a
+    single machine.
+
+    ## Example
+    ```python
+    model = nn.DataParallel(model)
+    ```
+
+    ## Fix
+    Use `torch.nn.parallel.DistributedDataParallel` with one process per GPU, started with
+    `torchrun --nproc_per_node=N train.py`, and a `DistributedSampler` for the data.
+    """
+
+    code = "PG602"
+    name = "data-parallel"
+    summary = "nn.DataParallel is slower than DistributedDataParallel and discouraged"
+    severity = Severity.WARNING
+    hint = "use DistributedDataParallel, one process per GPU, started with torchrun"
+
+    VALID = (
+        """
+from torch.nn.parallel import DistributedDataParallel as DDP
+model = DDP(model, device_ids=[local_rank])
+""",
+    )
+    INVALID = (
+        """
+import torch.nn as nn
+model = nn.DataParallel(model)  # expect: PG602
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        for site in self.facts.calls:
+            if self.facts.qualified_name(site.node.func) in (
+                "torch.nn.DataParallel",
+                "torch.nn.parallel.DataParallel",
+                "torch.nn.parallel.data_parallel.DataParallel",
+            ):
+                self.report(
+                    site.node,
+                    "nn.DataParallel copies the model to every GPU each step and is slower than "
+                    "DistributedDataParallel",
+                )
+
+
+class UnsafeTorchLoad(StaticRule):
+    """
+    ## What it catches
+    `torch.load(...)` without `weights_only=True`.
+
+    ## Why it matters
+    Without it, `torch.load` unpickles arbitrary Python objects: loading a checkpoint someone
+    else made can run any code on your machine. Code written for an older PyTorch also
+    behaves differently across versions (the default changed to True in 2.6).
+
+    ## Example
+    ```python
+    state = torch.load("model.pt")
+    ```
+
+    ## Fix
+    Save `state_dict()`s and load them with `torch.load(path, weights_only=True)`.
+    """
+
+    code = "PG603"
+    name = "unsafe-torch-load"
+    summary = "torch.load without weights_only=True can run code from the file"
+    severity = Severity.WARNING
+    hint = "pass weights_only=True (and save state_dict()s)"
+
+    VALID = (
+        """
+import torch
+state = torch.load("model.pt", map_location="cpu", weights_only=True)
+""",
+        """
+import torch
+trusted = torch.load("full_model.pt", weights_only=False)
+""",
+    )
+    INVALID = (
+        """
+import torch
+state = torch.load("model.pt")  # expect: PG603
+model.load_state_dict(torch.load(path, map_location=device))  # expect: PG603
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        for site in self.facts.calls:
+            call = site.node
+            if self.facts.qualified_name(call.func) != "torch.load" or not call.args:
+                continue
+            if any(a.keyword is not None and a.keyword.value == "weights_only" for a in call.args):
+                continue
+            end = self.context.position(call.args[-1].value).end
+            edit = Edit(end.line, end.column + 1, end.line, end.column + 1, ", weights_only=True")
+            self.report(
+                call,
+                "torch.load without weights_only=True unpickles arbitrary objects: a "
+                "checkpoint file can run code on this machine",
+                fix=Fix("add weights_only=True", (edit,), safe=True),
+            )
+
+
+class ForwardCalledDirectly(StaticRule):
+    """
+    ## What it catches
+    `model.forward(x)` called directly on a module.
+
+    ## Why it matters
+    Calling the module, `model(x)`, runs its hooks (forward pre/post hooks, hooks that
+    DistributedDataParallel, FSDP, torch.compile, quantization and profilers rely on);
+    `.forward(x)` skips them, so those features silently do nothing.
+
+    ## Example
+    ```python
+    outputs = model.forward(images)
+    ```
+
+    ## Fix
+    Call the module: `outputs = model(images)`. (`super().forward(x)` inside a subclass's
+    forward is fine.)
+    """
+
+    code = "PG604"
+    name = "forward-called-directly"
+    summary = "model.forward(x) skips the module's hooks: call model(x)"
+    severity = Severity.WARNING
+    hint = "call the module itself: model(x)"
+
+    VALID = (
+        """
+import torch
+outputs = model(images)
+class Child(Base):
+    def forward(self, x):
+        return super().forward(x) + self.forward_features(x)
+""",
+    )
+    INVALID = (
+        """
+import torch
+outputs = model.forward(images)  # expect: PG604
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        for site in self.facts.calls:
+            func = site.node.func
+            if not isinstance(func, cst.Attribute) or func.attr.value != "forward":
+                continue
+            receiver = func.value
+            if isinstance(receiver, cst.Call) or dotted_name(receiver) in (None, "self"):
+                continue
+            start = self.context.position(func.dot).start
+            end = self.context.position(func.attr).end
+            edit = Edit(start.line, start.column + 1, end.line, end.column + 1, "")
+            self.report(
+                site.node,
+                f"{dotted_name(receiver)}.forward(...) skips the module's hooks "
+                "(DDP, torch.compile, profilers, your own hooks)",
+                hint=f"call {dotted_name(receiver)}(...) instead",
+                fix=Fix("call the module instead of .forward", (edit,), safe=False),
+            )
+
+
+STATIC_RULES: tuple[type[StaticRule], ...] = (
+    PretrainedDeprecated,
+    DataParallelUsed,
+    UnsafeTorchLoad,
+    ForwardCalledDirectly,
+)

@@ -1,0 +1,337 @@
+"""PG4xx: shapes. Layers that do not fit the data, and probabilities fed to a loss for logits."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+import libcst as cst
+
+from pitfall_guard.static.facts import Facts, Kind
+from pitfall_guard.static.names import dotted_name, last_part
+from pitfall_guard.static.rule import StaticRule
+from pitfall_guard.static.shapes import (
+    ForwardInterpreter,
+    Mismatch,
+    Shape,
+    ShapeTracer,
+    Unknown,
+    forward_of,
+    literal_int,
+    module_layers,
+)
+from pitfall_guard.static.torch_api import DATASET_INPUT_SHAPES, is_cross_entropy, is_softmax
+
+_SHAPE_COMMENT = re.compile(r"pitfall-guard:\s*input-shape\s*=\s*([\d\s,]+)")
+_RESIZING_TRANSFORMS = ("Resize", "CenterCrop", "RandomResizedCrop", "FiveCrop", "Pad")
+
+
+def input_shape(facts: Facts) -> Shape | None:
+    """The per-sample input shape the file's models receive, when the code shows it."""
+    for comment in facts.comments:
+        match = _SHAPE_COMMENT.search(comment)
+        if match:
+            return tuple(int(part) for part in match.group(1).replace(" ", "").split(",") if part)
+    qualified = [facts.qualified_name(site.node.func) or "" for site in facts.calls]
+    if any(last_part(name) in _RESIZING_TRANSFORMS for name in qualified):
+        return None
+    for name in qualified:
+        if name.startswith("torchvision.datasets.") and last_part(name) in DATASET_INPUT_SHAPES:
+            return DATASET_INPUT_SHAPES[last_part(name)]
+    for site, name in zip(facts.calls, qualified, strict=True):
+        if (
+            name in ("torch.randn", "torch.rand", "torch.zeros", "torch.ones")
+            and len(site.node.args) >= 2
+        ):
+            try:
+                sizes = tuple(literal_int(arg.value) for arg in site.node.args)
+            except Unknown:
+                continue
+            return sizes[1:]
+    return None
+
+
+class LayerShapeMismatch(StaticRule):
+    """
+    ## What it catches
+    A layer whose input size does not fit what reaches it: `nn.Linear(1600, 128)` after
+    convolutions that produce 9216 features, a `Conv2d` expecting 3 channels on MNIST, a
+    `view(-1, N)` with the wrong N. Shapes are inferred through `nn.Sequential` and through
+    the `__init__` and `forward` of simple modules built from literals, for an input shape the
+    file shows: an MNIST/CIFAR dataset, `torch.randn(1, 1, 28, 28)`, or a comment
+    `# pitfall-guard: input-shape=1,28,28`.
+
+    ## Why it matters
+    The first forward pass fails with "mat1 and mat2 shapes cannot be multiplied", far from
+    the layer to change; a wrong `view(-1, N)` can even run, silently mixing samples of the
+    batch.
+
+    ## Example
+    ```python
+    self.conv1 = nn.Conv2d(1, 32, 3)
+    self.conv2 = nn.Conv2d(32, 64, 3)
+    self.fc1 = nn.Linear(1600, 128)  # 28x28 input: 64 x 12 x 12 = 9216 after max_pool2d(2)
+    ```
+
+    ## Fix
+    Use the size the message computes (`nn.Linear(9216, 128)`), or `nn.LazyLinear(128)` to
+    let PyTorch infer it, and `torch.flatten(x, 1)` instead of `view(-1, N)`.
+    """
+
+    code = "PG401"
+    name = "layer-shape-mismatch"
+    summary = "a layer's input size does not match the shape that reaches it"
+    hint = "set the layer's input size to the computed one (or use nn.LazyLinear)"
+
+    VALID = (
+        """
+import torch
+from torch import nn
+import torch.nn.functional as F
+from torchvision import datasets
+train_set = datasets.MNIST("data", train=True)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = self.dropout(x)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        return self.fc2(x)
+""",
+        """
+import torch
+from torch import nn
+# pitfall-guard: input-shape=1,28,28
+model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+""",
+        # an input this model is not fed with says nothing about it
+        """
+import torch
+from torch import nn
+x = torch.randn(8, 3, 32, 32)
+text_model = nn.Sequential(nn.Linear(300, 10))
+""",
+    )
+    INVALID = (
+        """
+import torch
+from torch import nn
+import torchvision
+data = torchvision.datasets.MNIST(root="data", download=True)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=3)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(32 * 26 * 26, 10)  # expect: PG401
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = x.view(x.size(0), -1)
+        return self.fc(x)
+""",
+        """
+import torch
+from torch import nn
+example = torch.randn(1, 1, 28, 28)
+model = nn.Sequential(
+    nn.Conv2d(1, 16, 5),
+    nn.ReLU(),
+    nn.Flatten(),
+    nn.Linear(16 * 28 * 28, 10),  # expect: PG401
+)
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        shape = input_shape(self.facts)
+        if shape is None:
+            return
+        for class_name, info in self.facts.classes.items():
+            forward = forward_of(info.node)
+            if forward is None or not self.facts.is_module_class(class_name):
+                continue
+            with self._reporting_mismatch():
+                interpreter = ForwardInterpreter(
+                    ShapeTracer(self.facts, shape), module_layers(info.node)
+                )
+                interpreter.run(forward, shape)
+        for name, kind in self.facts.bindings.items():
+            constructor = self.facts.constructors.get(name)
+            if kind is not Kind.MODEL or constructor is None or name.startswith("self."):
+                continue
+            if self.facts.qualified_name(constructor.func) == "torch.nn.Sequential":
+                with self._reporting_mismatch():
+                    ShapeTracer(self.facts, shape).layer(constructor, shape, name)
+
+    @contextlib.contextmanager
+    def _reporting_mismatch(self) -> Iterator[None]:
+        try:
+            yield
+        except Mismatch as mismatch:
+            self.report(mismatch.node, str(mismatch))
+        except Unknown:
+            pass
+
+
+class SoftmaxBeforeCrossEntropy(StaticRule):
+    """
+    ## What it catches
+    A model whose output goes through softmax (`nn.Softmax` as its last layer, or
+    `F.softmax` in the `return` of `forward`, or softmax applied right before the loss)
+    trained with `nn.CrossEntropyLoss` / `F.cross_entropy`.
+
+    ## Why it matters
+    CrossEntropyLoss applies log-softmax itself and expects raw logits. Softmax before it
+    squashes the scores into [0, 1], so gradients vanish as soon as the model is confident:
+    training is slow, stalls early and accuracy plateaus below what the model can reach.
+
+    ## Example
+    ```python
+    model = nn.Sequential(nn.Linear(784, 10), nn.Softmax(dim=1))
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    ```
+
+    ## Fix
+    Return logits from the model and apply softmax only where probabilities are needed
+    (for display, after `argmax`, at inference).
+    """
+
+    code = "PG403"
+    name = "softmax-before-cross-entropy"
+    summary = "softmax output fed to CrossEntropyLoss, which expects logits"
+    hint = "return raw logits; CrossEntropyLoss applies log-softmax itself"
+
+    VALID = (
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(784, 10))
+loss = nn.CrossEntropyLoss()(model(x), y)
+probabilities = torch.softmax(model(x), dim=1)
+""",
+        # softmax with NLLLoss is a different (also unusual) choice, not this pitfall
+        """
+import torch.nn.functional as F
+loss = F.nll_loss(F.log_softmax(logits, dim=1), y)
+""",
+    )
+    INVALID = (
+        """
+import torch
+from torch import nn
+model = nn.Sequential(
+    nn.Linear(784, 10),
+    nn.Softmax(dim=1),  # expect: PG403
+)
+criterion = nn.CrossEntropyLoss()
+""",
+        """
+import torch
+from torch import nn
+import torch.nn.functional as F
+class Net(nn.Module):
+    def forward(self, x):
+        x = self.fc(x)
+        return F.softmax(x, dim=1)  # expect: PG403
+loss = F.cross_entropy(Net()(x), y)
+""",
+        """
+import torch
+from torch import nn
+criterion = nn.CrossEntropyLoss()
+probs = torch.softmax(model(x), dim=1)  # expect: PG403
+loss = criterion(probs, y)
+""",
+    )
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        facts = self.facts
+        if not any(is_cross_entropy(facts.qualified_name(s.node.func)) for s in facts.calls):
+            return
+        found: dict[cst.CSTNode, str] = {}
+        for name, kind in facts.bindings.items():
+            constructor = facts.constructors.get(name)
+            if kind is Kind.MODEL and constructor is not None and not name.startswith("self."):
+                last = _last_sequential_layer(facts, constructor)
+                if last is not None and self._is_softmax_call(last):
+                    found[last] = f"the last layer of '{name}'"
+        for class_name, info in facts.classes.items():
+            returned = _returned_expression(info.node)
+            if returned is not None and self._is_softmax_call(returned, module_layers(info.node)):
+                found[returned] = f"{class_name}.forward"
+        for softmax in self._softmax_into_loss():
+            found.setdefault(softmax, "the loss input")
+        for node, where in found.items():
+            self.report(
+                node,
+                f"softmax in {where} feeds cross-entropy, which applies log-softmax itself: "
+                "gradients shrink as the model grows confident and training stalls",
+            )
+
+    def _is_softmax_call(
+        self, node: cst.BaseExpression, layers: dict[str, cst.BaseExpression] | None = None
+    ) -> bool:
+        if not isinstance(node, cst.Call):
+            return False
+        if is_softmax(self.facts.qualified_name(node.func)):
+            return True
+        name = dotted_name(node.func) or ""
+        if layers and name.startswith("self.") and name[5:] in layers:
+            layer = layers[name[5:]]
+            return isinstance(layer, cst.Call) and is_softmax(self.facts.qualified_name(layer.func))
+        return (
+            isinstance(node.func, cst.Attribute)
+            and node.func.attr.value == "softmax"
+            and not ((self.facts.qualified_name(node.func) or "").startswith("torch.nn.functional"))
+            and name.split(".")[0] not in ("F", "torch")
+        )
+
+    def _softmax_into_loss(self) -> list[cst.CSTNode]:
+        facts = self.facts
+        losses = {n for n, kind in facts.bindings.items() if kind is Kind.LOSS}
+        found: list[cst.CSTNode] = []
+        for site in facts.calls:
+            callee = dotted_name(site.node.func)
+            qualified = facts.qualified_name(site.node.func)
+            is_ce = is_cross_entropy(qualified) or (
+                callee in losses
+                and is_cross_entropy(facts.qualified_name(facts.constructors[callee].func))
+            )
+            if not is_ce or not site.node.args:
+                continue
+            value = site.node.args[0].value
+            candidates = (
+                facts.assignments.get(value.value, []) if isinstance(value, cst.Name) else [value]
+            )
+            if candidates and all(self._is_softmax_call(c) for c in candidates):
+                found.extend(candidates)
+        return found
+
+
+def _last_sequential_layer(facts: Facts, constructor: cst.Call) -> cst.BaseExpression | None:
+    if facts.qualified_name(constructor.func) != "torch.nn.Sequential" or not constructor.args:
+        return None
+    return constructor.args[-1].value
+
+
+def _returned_expression(class_node: cst.ClassDef) -> cst.BaseExpression | None:
+    forward = forward_of(class_node)
+    if forward is None or not forward.body.body:
+        return None
+    last = forward.body.body[-1]
+    if isinstance(last, cst.SimpleStatementLine) and isinstance(last.body[0], cst.Return):
+        return last.body[0].value
+    return None
+
+
+STATIC_RULES: tuple[type[StaticRule], ...] = (LayerShapeMismatch, SoftmaxBeforeCrossEntropy)
