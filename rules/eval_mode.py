@@ -61,6 +61,8 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
         if (
             function.node is None
             or function.name.startswith("test_")
+            # Lightning switches modes and disables grad around its *_step hooks itself.
+            or (function.class_name is not None and facts.is_lightning_class(function.class_name))
             or not _EVAL_FUNCTION.search(function.name)
             or _trains(facts.expand(function.events))
         ):
@@ -298,6 +300,15 @@ def evaluate(model, loader):
     return [model(x) for x, _ in loader]
 with torch.no_grad():
     evaluate(model, val_loader)
+""",
+        """
+import torch
+import lightning.pytorch as pl
+import torch.nn.functional as F
+class LitClassifier(pl.LightningModule):
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self.model(x), y))
 """,
     )
     INVALID = (

@@ -252,7 +252,7 @@ class Facts:
         if info is None or name in seen:
             return False
         return any(
-            base in ("torch.nn.Module", "torch.nn.modules.module.Module")
+            base.startswith("torch.nn.")
             or base.endswith("LightningModule")
             or self.is_module_class(base, seen | {name})
             for base in info.bases
