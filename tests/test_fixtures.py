@@ -38,3 +38,11 @@ def test_findings_match_expect_markers(path: Path) -> None:
 def test_clean_fixtures_have_no_markers() -> None:
     for path in (ROOT / "fixtures" / "clean").rglob("*.py"):
         assert not expected_findings(path.read_text()), f"{path} is clean but marks findings"
+
+
+def test_reference_implementation_has_no_findings() -> None:
+    plugins = load_plugins()
+    files = sorted((ROOT / "reference_impl").rglob("*.py"))
+    assert files
+    findings = [f for path in files for f in check_file(path, plugins.static_rules)]
+    assert findings == [], [f"{f.path}:{f.line} {f.code} {f.message}" for f in findings]

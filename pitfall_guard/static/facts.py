@@ -196,8 +196,11 @@ class Facts:
 
     def __init__(self) -> None:
         self.imports = ImportTable()
+        # Names bound to a recognised constructor call, and that call (always both).
         self.bindings: dict[str, Kind] = {}
         self.constructors: dict[str, cst.Call] = {}
+        # Parameters whose annotation names a known type (`optimizer: torch.optim.SGD`).
+        self.annotated: dict[str, Kind] = {}
         self.assignments: dict[str, list[cst.BaseExpression]] = {}
         self.moved: set[str] = set()
         self.classes: dict[str, ClassInfo] = {}
@@ -235,7 +238,7 @@ class Facts:
         return None if name is None else self.kind_of_name(name)
 
     def kind_of_name(self, name: str) -> Kind | None:
-        known = self.bindings.get(name)
+        known = self.bindings.get(name) or self.annotated.get(name)
         return known if known is not None else kind_from_name(name)
 
     def kind_of_call(self, call: cst.Call) -> Kind | None:
@@ -572,7 +575,7 @@ class _FactsVisitor:
         qualified = self.facts.qualified_name(node.annotation.annotation)
         kind = None if qualified is None else kind_of_constructor(qualified)
         if kind is not None:
-            self.facts.bindings[node.name.value] = kind
+            self.facts.annotated[node.name.value] = kind
 
 
 def _decorator_callee(node: cst.BaseExpression) -> cst.BaseExpression:
