@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import libcst as cst
 
@@ -18,6 +18,13 @@ from pitfall_guard.static.facts import (
 )
 from pitfall_guard.static.names import dotted_name
 from pitfall_guard.static.rule import StaticRule
+from pitfall_guard.static.tensors import (
+    TensorOrigins,
+    method_name,
+    model_name,
+    moved_to_cpu_only,
+    string_value,
+)
 
 _CUDA_STRING = re.compile(r"^cuda(:\d+)?$")
 _AVAILABILITY_CHECKS = frozenset(
@@ -29,174 +36,6 @@ _AVAILABILITY_CHECKS = frozenset(
         "torch.backends.mps.is_available",
     }
 )
-# Methods whose result no longer depends on autograd (integer results, comparisons).
-_GRAD_FREE_METHODS = frozenset(
-    {
-        "argmax",
-        "argmin",
-        "eq",
-        "ne",
-        "gt",
-        "lt",
-        "ge",
-        "le",
-        "long",
-        "int",
-        "bool",
-        "detach",
-        "item",
-        "tolist",
-        "size",
-        "numel",
-        "nonzero",
-        "sign",
-        "data",
-        "shape",
-        "dtype",
-        "device",
-    }
-)
-
-
-def string_value(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.SimpleString):
-        value = node.evaluated_value
-        return value if isinstance(value, str) else None
-    return None
-
-
-def _model_name(facts: Facts, callee: cst.BaseExpression) -> str | None:
-    name = dotted_name(callee)
-    if name is not None and facts.kind_of(callee) is Kind.MODEL:
-        return name
-    return None
-
-
-def _moved_to_cpu_only(facts: Facts, name: str) -> bool:
-    """`model.to("cpu")`: moved, but nowhere that could disagree with an unmoved batch."""
-    return all(
-        _moves_to_cpu(value) for value in facts.assignments.get(name, []) if strip_chain(value)[1]
-    ) and bool(facts.assignments.get(name))
-
-
-def _moves_to_cpu(value: cst.BaseExpression) -> bool:
-    _, chain = strip_chain(value)
-    for call in chain:
-        if isinstance(call.func, cst.Attribute) and call.func.attr.value in ("to", "cuda"):
-            if call.func.attr.value == "cuda" or not call.args:
-                return False
-            if string_value(call.args[0].value) != "cpu":
-                return False
-    return True
-
-
-class TensorOrigins:
-    """Which names hold tensors that may live on a GPU, and which may carry autograd graphs.
-
-    Names are followed through assignments in the whole file; a name counts only when every
-    assignment to it agrees, so `preds = preds.cpu()` anywhere makes `preds` a CPU tensor.
-    """
-
-    def __init__(self, facts: Facts) -> None:
-        self.facts = facts
-        self.moved_models = {name for name in facts.moved if facts.kind_of_name(name) is Kind.MODEL}
-        self.on_device = self._fixpoint(self._is_device_expression)
-        self.with_grad = self._fixpoint(self._is_grad_expression, skip_no_grad=True)
-
-    def _fixpoint(
-        self,
-        test: Callable[[cst.BaseExpression, set[str]], bool],
-        skip_no_grad: bool = False,
-    ) -> set[str]:
-        names: set[str] = set()
-        changed = True
-        while changed:
-            changed = False
-            for name, values in self.facts.assignments.items():
-                if name in names or not values:
-                    continue
-                if skip_no_grad and any(v in self.facts.no_grad_values for v in values):
-                    continue
-                if all(test(value, names) for value in values):
-                    names.add(name)
-                    changed = True
-        return names
-
-    def _is_device_expression(self, node: cst.BaseExpression, known: set[str]) -> bool:
-        if isinstance(node, cst.Name):
-            return node.value in known
-        if isinstance(node, cst.BinaryOperation):
-            return self._is_device_expression(node.left, known) or self._is_device_expression(
-                node.right, known
-            )
-        if isinstance(node, cst.Subscript | cst.Attribute):
-            return self._is_device_expression(node.value, known)
-        if not isinstance(node, cst.Call):
-            return False
-        func = node.func
-        if isinstance(func, cst.Attribute):
-            method = func.attr.value
-            if method in ("cpu", "numpy", "item", "tolist"):
-                return False
-            if method == "cuda":
-                return True
-            if method == "to" and node.args:
-                return string_value(node.args[0].value) != "cpu"
-            if dotted_name(func) in self.moved_models:
-                return True
-            return self._is_device_expression(func.value, known)
-        return dotted_name(func) in self.moved_models
-
-    def _is_grad_expression(self, node: cst.BaseExpression, known: set[str]) -> bool:
-        if node in self.facts.no_grad_values:
-            return False
-        if isinstance(node, cst.Name):
-            return node.value in known
-        if isinstance(node, cst.BinaryOperation):
-            return self._is_grad_expression(node.left, known) or self._is_grad_expression(
-                node.right, known
-            )
-        if isinstance(node, cst.Subscript):
-            return self._is_grad_expression(node.value, known)
-        if not isinstance(node, cst.Call):
-            return False
-        func = node.func
-        if isinstance(func, cst.Attribute) and func.attr.value in _GRAD_FREE_METHODS:
-            return False
-        if _model_name(self.facts, func) is not None:
-            return True
-        if any(
-            arg.keyword is not None
-            and arg.keyword.value == "requires_grad"
-            and isinstance(arg.value, cst.Name)
-            and arg.value.value == "True"
-            for arg in node.args
-        ):
-            return True
-        if isinstance(func, cst.Attribute):
-            receiver_grad = self._is_grad_expression(func.value, known)
-            qualified = self.facts.qualified_name(func) or ""
-            if qualified.startswith("torch.") and node.args:
-                return receiver_grad or self._is_grad_expression(node.args[0].value, known)
-            return receiver_grad
-        return False
-
-    def is_on_device(self, node: cst.BaseExpression) -> bool:
-        return self._is_device_expression(node, self.on_device)
-
-    def requires_grad(self, node: cst.BaseExpression) -> bool:
-        return self._is_grad_expression(node, self.with_grad)
-
-    def root(self, node: cst.BaseExpression) -> cst.BaseExpression:
-        while True:
-            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-                if node.func.attr.value in ("cpu", "detach"):
-                    return node
-                node = node.func.value
-            elif isinstance(node, cst.Attribute | cst.Subscript):
-                node = node.value
-            else:
-                return node
 
 
 class DeviceMismatch(StaticRule):
@@ -310,8 +149,8 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         self._check_forward_creations()
 
     def _check_forward_call(self, site: CallSite) -> None:
-        model = _model_name(self.facts, site.node.func)
-        if model is None or not self.facts.is_moved(model) or _moved_to_cpu_only(self.facts, model):
+        model = model_name(self.facts, site.node.func)
+        if model is None or not self.facts.is_moved(model) or moved_to_cpu_only(self.facts, model):
             return
         for arg in site.node.args:
             name = self._unmoved_batch(arg.value, site.loops)
@@ -400,7 +239,7 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
     def _on_gpu(self, name: str) -> bool:
         values = self.facts.assignments.get(name, [])
         return bool(values) and all(
-            any(_method_name(call) == "cuda" or _is_cuda_to(call) for call in strip_chain(v)[1])
+            any(method_name(call) == "cuda" or _is_cuda_to(call) for call in strip_chain(v)[1])
             for v in values
         )
 
@@ -411,12 +250,8 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         )
 
 
-def _method_name(call: cst.Call) -> str | None:
-    return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
-
-
 def _is_cuda_to(call: cst.Call) -> bool:
-    if _method_name(call) != "to" or not call.args:
+    if method_name(call) != "to" or not call.args:
         return False
     value = string_value(call.args[0].value)
     return value is not None and _CUDA_STRING.match(value) is not None
@@ -509,7 +344,7 @@ array = gpu_tensor.numpy()  # expect: PG202
         origins = TensorOrigins(self.facts)
         for site, receiver in _numpy_calls(self.facts):
             root = origins.root(receiver)
-            if isinstance(root, cst.Call) and _method_name(root) == "cpu":
+            if isinstance(root, cst.Call) and method_name(root) == "cpu":
                 continue
             if origins.is_on_device(receiver):
                 self.report(
@@ -579,7 +414,7 @@ print(y.numpy())  # expect: PG203
             if site.no_grad or site.function.no_grad:
                 continue
             root = origins.root(receiver)
-            if isinstance(root, cst.Call) and _method_name(root) == "detach":
+            if isinstance(root, cst.Call) and method_name(root) == "detach":
                 continue
             if origins.requires_grad(receiver):
                 self.report(
@@ -676,7 +511,7 @@ y = torch.zeros(3, device="cuda")  # expect: PG204
 
 
 def _hardcoded_cuda(facts: Facts, call: cst.Call) -> cst.CSTNode | None:
-    method = _method_name(call)
+    method = method_name(call)
     if method == "cuda" and dotted_name(call.func) != "torch.cuda":
         return call
     placement = method == "to" or facts.qualified_name(call.func) == "torch.device"
