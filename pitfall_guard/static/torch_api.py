@@ -119,7 +119,7 @@ _OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt(_|\d|$)|^opt[A-Z]", re.IGNORECASE)
 _SCHEDULER_NAME = re.compile(r"sched", re.IGNORECASE)
 _SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
 _LOADER_NAME = re.compile(r"loader|dataloader|_dl$|^dl(_|$)", re.IGNORECASE)
-_MODEL_NAME = re.compile(r"^(model|net|network|classifier|cnn|mlp|module)(_?\w*)?$", re.IGNORECASE)
+_MODEL_NAME = re.compile(r"^(model|net|network|classifier|cnn|mlp)(_\w+|\d+)?$", re.IGNORECASE)
 
 
 def kind_of_constructor(qualified_name: str) -> Kind | None:
@@ -160,7 +160,9 @@ def kind_from_name(name: str) -> Kind | None:
         return Kind.OPTIMIZER
     if _LOADER_NAME.search(leaf):
         return Kind.LOADER
-    if _MODEL_NAME.match(leaf):
+    # `model` or `self.model`, not `solver.model`: an attribute of something else is a guess
+    # too far.
+    if _MODEL_NAME.match(leaf) and name.count(".") <= 1 and name.split(".")[0] in (leaf, "self"):
         return Kind.MODEL
     return None
 

@@ -139,3 +139,18 @@ def test_process_pool_gives_the_same_findings_as_one_process(tmp_path: Path) -> 
     assert pooled.findings == serial.findings
     assert pooled.files_checked == serial.files_checked == 20
     assert len(serial.findings) == 7
+
+
+@pytest.mark.slow
+def test_no_internal_errors_on_the_installed_torchvision_sources() -> None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("torchvision is not installed")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(root.rglob("*.py"))
+    rules = lint_rules()
+    result = engine.check_files(files, lambda _: rules)
+    internal = [f"{f.path}: {f.message}" for f in result.findings if f.code in ("PG001", "PG002")]
+    assert internal == []
