@@ -420,11 +420,7 @@ for epoch in range(3):
             for event in events:
                 if event.kind is not EventKind.EVAL_MODE or event.node in reported:
                     continue
-                if (
-                    trained
-                    and event.target not in trained
-                    and not _is_parameter(self.facts, event.target)
-                ):
+                if not _is_trained_model(self.facts, event.target, trained):
                     continue
                 reported.add(event.node)
                 self.report(
@@ -446,8 +442,15 @@ def _trained_models(facts: Facts) -> set[str]:
     return trained
 
 
-def _is_parameter(facts: Facts, name: str | None) -> bool:
-    return any(name in function.parameter_names() for function in facts.all_functions)
+def _is_trained_model(facts: Facts, name: str | None, trained: set[str]) -> bool:
+    """Whether `name` is a model this file trains (not a frozen teacher, not `expr.eval()`)."""
+    if name is None:
+        return False
+    looks_like_model = facts.kind_of_name(name) is Kind.MODEL
+    if not trained:
+        return looks_like_model
+    is_parameter = any(name in function.parameter_names() for function in facts.all_functions)
+    return name in trained or (is_parameter and looks_like_model)
 
 
 STATIC_RULES: tuple[type[StaticRule], ...] = (
