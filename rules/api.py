@@ -240,8 +240,11 @@ model.load_state_dict(torch.load(path, map_location=device))  # expect: PG603
             call = site.node
             if self.facts.qualified_name(call.func) != "torch.load" or not call.args:
                 continue
-            if any(a.keyword is not None and a.keyword.value == "weights_only" for a in call.args):
-                continue
+            if any(
+                arg.star or (arg.keyword is not None and arg.keyword.value == "weights_only")
+                for arg in call.args
+            ):
+                continue  # set explicitly, or maybe inside **kwargs
             end = self.context.position(call.args[-1].value).end
             edit = Edit(end.line, end.column + 1, end.line, end.column + 1, ", weights_only=True")
             self.report(

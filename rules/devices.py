@@ -13,16 +13,16 @@ from pitfall_guard.static.facts import (
     Facts,
     Kind,
     Loop,
+    calls_within,
     creation_without_device,
     strip_chain,
 )
-from pitfall_guard.static.names import dotted_name
+from pitfall_guard.static.names import dotted_name, last_part
 from pitfall_guard.static.rule import StaticRule
 from pitfall_guard.static.tensors import (
     TensorOrigins,
     method_name,
     model_name,
-    moved_to_cpu_only,
     string_value,
 )
 
@@ -150,7 +150,12 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
 
     def _check_forward_call(self, site: CallSite) -> None:
         model = model_name(self.facts, site.node.func)
-        if model is None or not self.facts.is_moved(model) or moved_to_cpu_only(self.facts, model):
+        scope = site.function
+        if (
+            model is None
+            or not self.facts.is_moved(model, scope)
+            or self.facts.moved_to_cpu_only(model, scope)
+        ):
             return
         for arg in site.node.args:
             name = self._unmoved_batch(arg.value, site.loops)
@@ -189,9 +194,11 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         if iterable is None or self.facts.kind_of(iterable) is not Kind.LOADER:
             return False
         name = dotted_name(iterable)
-        constructor = self.facts.constructors.get(name or "")
+        if name is None or len(self.facts.assignments.get(name, [])) > 1:
+            return False  # reassigned, e.g. by accelerator.prepare(): who knows where it yields
+        constructor = self.facts.constructors.get(name)
         if constructor is None:
-            return name is not None
+            return True
         for arg in constructor.args:
             if arg.keyword is not None and arg.keyword.value == "collate_fn":
                 return False
@@ -206,11 +213,13 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         moved_into = _receivers_of_moves(self.facts)
         for site in self.facts.calls:
             function = site.function
+            target = self.facts.assigned_to.get(site.node)
             if (
                 function.node is None
                 or function.name != "forward"
                 or function.class_name not in moved_classes
                 or site.node in moved_into
+                or (target is not None and self.facts.is_moved(target, function))
                 or not creation_without_device(self.facts, site.node)
                 or dotted_name(site.node.func) in ("torch.tensor", "torch.as_tensor")
             ):
@@ -264,12 +273,12 @@ def _mentions_move(node: cst.CSTNode) -> bool:
 
 
 def _receivers_of_moves(facts: Facts) -> set[cst.CSTNode]:
-    """Calls whose result is moved right away, as in `torch.zeros(n).to(x.device)`."""
+    """Calls whose result is moved afterwards: `torch.triu(torch.ones(n, n)).to(x.device)`."""
     moved: set[cst.CSTNode] = set()
     for site in facts.calls:
         func = site.node.func
         if isinstance(func, cst.Attribute) and func.attr.value in ("to", "cuda", "type_as"):
-            moved.add(func.value)
+            moved.update(calls_within(func.value))
     return moved
 
 
@@ -346,7 +355,7 @@ array = gpu_tensor.numpy()  # expect: PG202
             root = origins.root(receiver)
             if isinstance(root, cst.Call) and method_name(root) == "cpu":
                 continue
-            if origins.is_on_device(receiver):
+            if origins.is_on_device(receiver, site.function):
                 self.report(
                     site.node,
                     f"'{_code(receiver)}' may be on a GPU, and .numpy() only works on CPU "
@@ -416,7 +425,7 @@ print(y.numpy())  # expect: PG203
             root = origins.root(receiver)
             if isinstance(root, cst.Call) and method_name(root) == "detach":
                 continue
-            if origins.requires_grad(receiver):
+            if origins.requires_grad(receiver, site.function):
                 self.report(
                     site.node,
                     f"'{_code(receiver)}' requires grad, and .numpy() refuses such tensors: "
@@ -440,7 +449,8 @@ class HardcodedCuda(StaticRule):
     """
     ## What it catches
     `.cuda()`, `.to("cuda")`, `torch.device("cuda")` or `device="cuda"` in a file that never
-    asks whether a GPU is there (`torch.cuda.is_available()`).
+    asks whether a GPU is there (`torch.cuda.is_available()`). Files that are GPU-only by
+    design (NCCL process groups, `torch.cuda.set_device`) are left alone.
 
     ## Why it matters
     The script only runs on a machine with an NVIDIA GPU: anywhere else (a laptop, a CI
@@ -496,9 +506,7 @@ y = torch.zeros(3, device="cuda")  # expect: PG204
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        if any(
-            self.facts.qualified_name(s.node.func) in _AVAILABILITY_CHECKS for s in self.facts.calls
-        ):
+        if any(map(self._requires_gpu_by_design, self.facts.calls)):
             return
         for site in self.facts.calls:
             node = _hardcoded_cuda(self.facts, site.node)
@@ -508,6 +516,15 @@ y = torch.zeros(3, device="cuda")  # expect: PG204
                     "CUDA is hard-coded here and the file never checks "
                     "torch.cuda.is_available(): it cannot run on a machine without a GPU",
                 )
+
+    def _requires_gpu_by_design(self, site: CallSite) -> bool:
+        """An availability check, or NCCL / `torch.cuda.set_device`: code meant for GPUs only."""
+        qualified = self.facts.qualified_name(site.node.func) or ""
+        if qualified in _AVAILABILITY_CHECKS or qualified == "torch.cuda.set_device":
+            return True
+        return last_part(qualified) == "init_process_group" and any(
+            string_value(arg.value) == "nccl" for arg in site.node.args
+        )
 
 
 def _hardcoded_cuda(facts: Facts, call: cst.Call) -> cst.CSTNode | None:

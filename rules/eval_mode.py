@@ -409,7 +409,7 @@ for epoch in range(3):
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        trained = _trained_models(self.facts)
+        trained = self.facts.trained_models()
         reported: set[cst.CSTNode] = set()
         for loop in reversed(self.facts.loops):
             events = self.facts.expand(loop.events)
@@ -429,17 +429,6 @@ for epoch in range(3):
                     f"{self.context.line_of(loop.node)} and never back to train mode, so the rest "
                     "of training runs with Dropout off and BatchNorm frozen",
                 )
-
-
-def _trained_models(facts: Facts) -> set[str]:
-    """Models whose parameters an optimizer of the file updates (`SGD(model.parameters())`)."""
-    trained = set()
-    for name, kind in facts.bindings.items():
-        if kind is not Kind.OPTIMIZER or name not in facts.constructors:
-            continue
-        code = cst.Module([]).code_for_node(facts.constructors[name])
-        trained |= set(re.findall(r"([\w.]+)\.(?:named_)?parameters\(", code))
-    return trained
 
 
 def _is_trained_model(facts: Facts, name: str | None, trained: set[str]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from pitfall_guard.findings import Edit, Fix
-from pitfall_guard.static.facts import EventKind, Facts, GradEvent, Kind, Loop
+from pitfall_guard.static.facts import EventKind, Facts, Function, GradEvent, Kind, Loop
 from pitfall_guard.static.names import dotted_name
 from pitfall_guard.static.rule import StaticRule
 
@@ -398,6 +398,22 @@ with torch.no_grad():
         loss = criterion(model(x), y)
         total += loss
 """,
+        # the name is reused for a number
+        """
+import torch
+def train_step(batch):
+    loss = model(batch).sum()
+    loss.backward()
+    return loss.item()
+for batch in loader:
+    loss = train_step(batch)
+    total += loss
+for x in loader:
+    loss = model(x).sum()
+    loss.backward()
+    loss = loss.item()
+    running = running + loss
+""",
     )
     INVALID = (
         """
@@ -417,35 +433,60 @@ def train(model, loader):
         loss = F.cross_entropy(model(x), y)
         epoch_loss += loss * x.size(0)  # expect: PG103
 """,
+        """
+import torch
+for x, y in loader:
+    loss = model(x).sum()
+    loss.backward()
+    epoch_loss = epoch_loss + loss  # expect: PG103
+""",
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        summed_on_purpose = _backward_receivers(self.facts)
-        for node, function, loops, no_grad in self.facts.aug_assigns:
-            if not loops or no_grad or function.no_grad:
+        backward_receivers = _backward_receivers(self.facts)
+        for accumulation in self.facts.accumulations:
+            function = accumulation.function
+            if not accumulation.loops or accumulation.no_grad or function.no_grad:
                 continue
-            if not isinstance(node.operator, cst.AddAssign):
-                continue
-            target = dotted_name(node.target)
-            if target is None or target in summed_on_purpose:
-                continue
-            name = next((n for n in _bare_names(node.value) if self._is_loss_tensor(n.value)), None)
+            if (function, accumulation.target) in backward_receivers:
+                continue  # losses summed on purpose, then back-propagated
+            name = next(
+                (
+                    n
+                    for n in _bare_names(accumulation.added)
+                    if self._is_loss_tensor(n.value, function, backward_receivers)
+                ),
+                None,
+            )
             if name is not None:
                 self.report(
-                    node,
-                    f"'{target}' accumulates the loss tensor '{name.value}' with its autograd "
-                    "graph, so every step's graph stays in memory",
+                    accumulation.node,
+                    f"'{accumulation.target}' accumulates the loss tensor '{name.value}' with its "
+                    "autograd graph, so every step's graph stays in memory",
                     hint=f"add {name.value}.detach() (or {name.value}.item()) instead",
                     fix=self._fix(name),
                 )
 
-    def _is_loss_tensor(self, name: str) -> bool:
-        if name in _backward_receivers(self.facts):
+    def _is_loss_tensor(
+        self, name: str, function: Function, backward_receivers: set[tuple[Function, str]]
+    ) -> bool:
+        """Every assignment of `name` in this scope gives a tensor that carries a graph."""
+        values = self.facts.assignments_in(name, function)
+        if not values or any(_gives_number(self.facts, value) for value in values):
+            return False
+        if (function, name) in backward_receivers:
+            return True  # backward() only works on a tensor with a graph
+        return all(self._carries_graph(value) for value in values)
+
+    def _carries_graph(self, value: cst.BaseExpression) -> bool:
+        if isinstance(value, cst.BinaryOperation):
+            return self._carries_graph(value.left) or self._carries_graph(value.right)
+        if not isinstance(value, cst.Call):
+            return False
+        if _computes_loss(self.facts, value) or self.facts.kind_of(value.func) is Kind.MODEL:
             return True
-        return any(
-            isinstance(value, cst.Call) and _computes_loss(self.facts, value)
-            for value in self.facts.assignments.get(name, [])
-        )
+        func = value.func
+        return isinstance(func, cst.Attribute) and self._carries_graph(func.value)
 
     def _fix(self, name: cst.Name) -> Fix:
         end = self.context.position(name).end
@@ -456,15 +497,33 @@ def train(model, loader):
         )
 
 
-def _backward_receivers(facts: Facts) -> set[str]:
-    names = set()
+def _backward_receivers(facts: Facts) -> set[tuple[Function, str]]:
+    """(scope, name) of every `name.backward()` call."""
+    receivers = set()
     for site in facts.calls:
         func = site.node.func
         if isinstance(func, cst.Attribute) and func.attr.value == "backward":
             name = dotted_name(func.value)
             if name is not None:
-                names.add(name)
-    return names
+                receivers.add((site.function, name))
+    return receivers
+
+
+_SCALAR_METHODS = frozenset({"item", "tolist", "detach", "numpy", "cpu"})
+
+
+def _gives_number(facts: Facts, value: cst.BaseExpression) -> bool:
+    """`loss.item()`, `float(loss)`, a literal, or a call to one of the file's functions."""
+    if isinstance(value, cst.Integer | cst.Float):
+        return True
+    if not isinstance(value, cst.Call):
+        return False
+    func = value.func
+    if isinstance(func, cst.Attribute):
+        return func.attr.value in _SCALAR_METHODS
+    return isinstance(func, cst.Name) and (
+        func.value in ("float", "int", "len") or func.value in facts.functions
+    )
 
 
 def _computes_loss(facts: Facts, call: cst.Call) -> bool:

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from pitfall_guard.static.facts import Facts, Kind
+from pitfall_guard.static.facts import CallSite, Facts, Kind, strip_chain
 from pitfall_guard.static.names import dotted_name, last_part
 from pitfall_guard.static.rule import StaticRule
 from pitfall_guard.static.shapes import (
+    UNKNOWN_INPUT,
     ForwardInterpreter,
     Mismatch,
     Shape,
@@ -27,18 +28,20 @@ _SHAPE_COMMENT = re.compile(r"pitfall-guard:\s*input-shape\s*=\s*([\d\s,]+)")
 _RESIZING_TRANSFORMS = ("Resize", "CenterCrop", "RandomResizedCrop", "FiveCrop", "Pad")
 
 
-def input_shape(facts: Facts) -> Shape | None:
-    """The per-sample input shape the file's models receive, when the code shows it."""
+def input_shape(facts: Facts) -> tuple[Shape, bool] | None:
+    """The per-sample input shape the file's models receive, when the code shows it, and
+    whether it is certain (a comment or a dataset) rather than a tensor seen somewhere."""
     for comment in facts.comments:
         match = _SHAPE_COMMENT.search(comment)
         if match:
-            return tuple(int(part) for part in match.group(1).replace(" ", "").split(",") if part)
+            parts = match.group(1).replace(" ", "").split(",")
+            return tuple(int(part) for part in parts if part), True
     qualified = [facts.qualified_name(site.node.func) or "" for site in facts.calls]
     if any(last_part(name) in _RESIZING_TRANSFORMS for name in qualified):
         return None
     for name in qualified:
         if name.startswith("torchvision.datasets.") and last_part(name) in DATASET_INPUT_SHAPES:
-            return DATASET_INPUT_SHAPES[last_part(name)]
+            return DATASET_INPUT_SHAPES[last_part(name)], True
     for site, name in zip(facts.calls, qualified, strict=True):
         if (
             name in ("torch.randn", "torch.rand", "torch.zeros", "torch.ones")
@@ -48,7 +51,7 @@ def input_shape(facts: Facts) -> Shape | None:
                 sizes = tuple(literal_int(arg.value) for arg in site.node.args)
             except Unknown:
                 continue
-            return sizes[1:]
+            return sizes[1:], False
     return None
 
 
@@ -150,28 +153,46 @@ model = nn.Sequential(
     nn.Linear(16 * 28 * 28, 10),  # expect: PG401
 )
 """,
+        # no input shape in sight: the layers still have to agree with each other
+        """
+from torch import nn
+mlp = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(128, 10))  # expect: PG401
+""",
+        # the trained model's first layer does not fit MNIST
+        """
+import torch
+from torch import nn
+from torchvision import datasets
+train_set = datasets.MNIST("data", train=True)
+model = nn.Sequential(
+    nn.Conv2d(3, 16, 3),  # expect: PG401
+    nn.ReLU(),
+)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+""",
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        shape = input_shape(self.facts)
-        if shape is None:
-            return
+        found = input_shape(self.facts)
+        shape, certain = found if found is not None else (UNKNOWN_INPUT, False)
+        trained, trained_classes = self.facts.trained_models(), self.facts.trained_classes()
         for class_name, info in self.facts.classes.items():
             forward = forward_of(info.node)
             if forward is None or not self.facts.is_module_class(class_name):
                 continue
+            tracer = ShapeTracer(
+                self.facts, shape, strict=certain and class_name in trained_classes
+            )
             with self._reporting_mismatch():
-                interpreter = ForwardInterpreter(
-                    ShapeTracer(self.facts, shape), module_layers(info.node)
-                )
-                interpreter.run(forward, shape)
+                ForwardInterpreter(tracer, module_layers(info.node)).run(forward, shape)
         for name, kind in self.facts.bindings.items():
             constructor = self.facts.constructors.get(name)
             if kind is not Kind.MODEL or constructor is None or name.startswith("self."):
                 continue
             if self.facts.qualified_name(constructor.func) == "torch.nn.Sequential":
+                tracer = ShapeTracer(self.facts, shape, strict=certain and name in trained)
                 with self._reporting_mismatch():
-                    ShapeTracer(self.facts, shape).layer(constructor, shape, name)
+                    tracer.layer(constructor, shape, name)
 
     @contextlib.contextmanager
     def _reporting_mismatch(self) -> Iterator[None]:
@@ -219,6 +240,20 @@ model = nn.Sequential(nn.Linear(784, 10))
 loss = nn.CrossEntropyLoss()(model(x), y)
 probabilities = torch.softmax(model(x), dim=1)
 """,
+        # a submodule returning attention weights is not the classifier's output
+        """
+import torch
+from torch import nn
+class AttentionPool(nn.Module):
+    def forward(self, h):
+        return torch.softmax(self.score(h), dim=1)
+class Classifier(nn.Module):
+    def forward(self, h):
+        return self.head(self.pool(h))
+model = Classifier()
+optimizer = torch.optim.Adam(model.parameters())
+loss = nn.functional.cross_entropy(model(h), y)
+""",
         # softmax with NLLLoss is a different (also unusual) choice, not this pitfall
         """
 import torch.nn.functional as F
@@ -234,6 +269,9 @@ model = nn.Sequential(
     nn.Softmax(dim=1),  # expect: PG403
 )
 criterion = nn.CrossEntropyLoss()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for x, y in loader:
+    loss = criterion(model(x), y)
 """,
         """
 import torch
@@ -243,7 +281,9 @@ class Net(nn.Module):
     def forward(self, x):
         x = self.fc(x)
         return F.softmax(x, dim=1)  # expect: PG403
-loss = F.cross_entropy(Net()(x), y)
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+loss = F.cross_entropy(model(x), y)
 """,
         """
 import torch
@@ -259,13 +299,23 @@ loss = criterion(probs, y)
         if not any(is_cross_entropy(facts.qualified_name(s.node.func)) for s in facts.calls):
             return
         found: dict[cst.CSTNode, str] = {}
+        # Only the models an optimizer trains feed the loss; a submodule that returns
+        # softmax (attention weights, a policy) is not the classifier.
+        trained, trained_classes = facts.trained_models(), facts.trained_classes()
+        if not self._model_output_into_loss():
+            trained, trained_classes = set(), set()
         for name, kind in facts.bindings.items():
             constructor = facts.constructors.get(name)
-            if kind is Kind.MODEL and constructor is not None and not name.startswith("self."):
-                last = _last_sequential_layer(facts, constructor)
-                if last is not None and self._is_softmax_call(last):
-                    found[last] = f"the last layer of '{name}'"
+            if kind is not Kind.MODEL or constructor is None or name.startswith("self."):
+                continue
+            if name not in trained:
+                continue
+            last = _last_sequential_layer(facts, constructor)
+            if last is not None and self._is_softmax_call(last):
+                found[last] = f"the last layer of '{name}'"
         for class_name, info in facts.classes.items():
+            if class_name not in trained_classes:
+                continue
             returned = _returned_expression(info.node)
             if returned is not None and self._is_softmax_call(returned, module_layers(info.node)):
                 found[returned] = f"{class_name}.forward"
@@ -296,26 +346,43 @@ loss = criterion(probs, y)
             and name.split(".")[0] not in ("F", "torch")
         )
 
-    def _softmax_into_loss(self) -> list[cst.CSTNode]:
+    def _cross_entropy_inputs(self) -> list[tuple[CallSite, list[cst.BaseExpression]]]:
+        """Each cross-entropy call with what its input is: the expression, or its assignments."""
         facts = self.facts
-        losses = {n for n, kind in facts.bindings.items() if kind is Kind.LOSS}
-        found: list[cst.CSTNode] = []
+        inputs = []
         for site in facts.calls:
-            callee = dotted_name(site.node.func)
-            qualified = facts.qualified_name(site.node.func)
-            is_ce = is_cross_entropy(qualified) or (
-                callee in losses
-                and is_cross_entropy(facts.qualified_name(facts.constructors[callee].func))
-            )
-            if not is_ce or not site.node.args:
+            callee = dotted_name(site.node.func) or ""
+            constructor = facts.constructors.get(callee)
+            if not site.node.args or not (
+                is_cross_entropy(facts.qualified_name(site.node.func))
+                or (
+                    constructor is not None
+                    and is_cross_entropy(facts.qualified_name(constructor.func))
+                )
+            ):
                 continue
             value = site.node.args[0].value
-            candidates = (
-                facts.assignments.get(value.value, []) if isinstance(value, cst.Name) else [value]
-            )
-            if candidates and all(self._is_softmax_call(c) for c in candidates):
-                found.extend(candidates)
-        return found
+            name = dotted_name(value)
+            values = facts.assignments_in(name, site.function) if name is not None else [value]
+            inputs.append((site, values))
+        return inputs
+
+    def _softmax_into_loss(self) -> list[cst.CSTNode]:
+        return [
+            value
+            for _, values in self._cross_entropy_inputs()
+            if values and all(self._is_softmax_call(v) for v in values)
+            for value in values
+        ]
+
+    def _model_output_into_loss(self) -> bool:
+        """Whether some cross-entropy input is a model's output (`loss_fn(model(x), y)`)."""
+        return any(
+            isinstance(base := strip_chain(value)[0], cst.Call)
+            and self.facts.kind_of(base.func) is Kind.MODEL
+            for _, values in self._cross_entropy_inputs()
+            for value in values
+        )
 
 
 def _last_sequential_layer(facts: Facts, constructor: cst.Call) -> cst.BaseExpression | None:

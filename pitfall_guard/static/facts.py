@@ -18,17 +18,19 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from pitfall_guard.static.names import ImportTable, dotted_name
+from pitfall_guard.static.names import ImportTable, dotted_name, last_part
 from pitfall_guard.static.torch_api import (
+    DTYPES,
     Kind,
     is_creation_function,
     is_no_grad_context,
     kind_from_name,
     kind_of_constructor,
 )
-from pitfall_guard.static.walk import visitor_methods, walk
+from pitfall_guard.static.walk import iter_children, visitor_methods, walk
 
 __all__ = [
+    "Accumulation",
     "CallSite",
     "EventKind",
     "Facts",
@@ -36,6 +38,7 @@ __all__ = [
     "GradEvent",
     "Kind",
     "Loop",
+    "calls_within",
     "receiver_chain",
     "strip_chain",
 ]
@@ -59,7 +62,7 @@ CHAIN_METHODS = frozenset(
         "to_empty",
     }
 )
-MOVE_METHODS = frozenset({"to", "cuda"})
+MOVE_METHODS = frozenset({"to", "cuda", "cpu"})
 
 
 class EventKind(enum.Enum):
@@ -123,6 +126,9 @@ class Function:
     no_grad: bool = False
     raw: list[cst.CSTNode] = field(default_factory=list)
     events: list[GradEvent] = field(default_factory=list)
+    # What this scope assigns to each name, and the .to()/.cuda()/.cpu() calls applied to it.
+    assignments: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
+    moves: dict[str, list[cst.Call]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -140,6 +146,18 @@ class CallSite:
     """A call and where it happens."""
 
     node: cst.Call
+    function: Function
+    loops: tuple[Loop, ...]
+    no_grad: bool
+
+
+@dataclass(frozen=True, eq=False)
+class Accumulation:
+    """`total += x` (or `total = total + x`) and where it happens."""
+
+    node: cst.CSTNode
+    target: str
+    added: cst.BaseExpression
     function: Function
     loops: tuple[Loop, ...]
     no_grad: bool
@@ -201,15 +219,18 @@ class Facts:
         self.constructors: dict[str, cst.Call] = {}
         # Parameters whose annotation names a known type (`optimizer: torch.optim.SGD`).
         self.annotated: dict[str, Kind] = {}
+        # Every assignment and every move of a name anywhere in the file; the scoped views
+        # are Function.assignments/moves, read through assignments_in() and moves_of().
         self.assignments: dict[str, list[cst.BaseExpression]] = {}
-        self.moved: set[str] = set()
+        self.moves: dict[str, list[cst.Call]] = {}
+        self.assigned_to: dict[cst.BaseExpression, str] = {}
         self.classes: dict[str, ClassInfo] = {}
         self.loops: list[Loop] = []
         self.module_scope = Function(None)
         self.functions: dict[str, Function] = {}
         self.all_functions: list[Function] = [self.module_scope]
         self.calls: list[CallSite] = []
-        self.aug_assigns: list[tuple[cst.AugAssign, Function, tuple[Loop, ...], bool]] = []
+        self.accumulations: list[Accumulation] = []
         self.comments: list[str] = []
         # Values assigned where gradients are off (under no_grad, in a no_grad function).
         self.no_grad_values: set[cst.BaseExpression] = set()
@@ -268,23 +289,167 @@ class Facts:
     def names_of_kind(self, kind: Kind) -> set[str]:
         return {name for name, bound in self.bindings.items() if bound is kind}
 
-    def is_moved(self, name: str) -> bool:
-        return name in self.moved
+    # -- devices -----------------------------------------------------------------------
 
-    def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None) -> None:
+    @property
+    def moved(self) -> set[str]:
+        """Names moved to some device somewhere in the file."""
+        return {name for name, calls in self.moves.items() if any(map(self.is_device_move, calls))}
+
+    def assignments_in(self, name: str, function: Function | None) -> list[cst.BaseExpression]:
+        """What `name` is assigned in `function`; for names it never assigns, the module's."""
+        if "." in name:
+            return self.assignments.get(name, [])
+        if function is not None and name in function.assignments:
+            return function.assignments[name]
+        return self.module_scope.assignments.get(name, [])
+
+    def moves_of(self, name: str, function: Function | None = None) -> list[cst.Call]:
+        """The device moves of `name` that `function` sees: its own and the module's."""
+        if "." in name or function is None:
+            return self.moves.get(name, [])
+        own = function.moves.get(name, [])
+        module = self.module_scope.moves.get(name, []) if function is not self.module_scope else []
+        return [call for call in (*own, *module) if self.is_device_move(call)]
+
+    def is_moved(self, name: str, function: Function | None = None, depth: int = 3) -> bool:
+        """Whether `name`, as seen in `function`, was moved to a device.
+
+        Followed through assignments (`train_model = DDP(model)`) and, for a parameter,
+        through the arguments the file's callers pass (a few calls deep).
+        """
+        if self.moves_of(name, function):
+            return True
+        if depth == 0 or function is None or "." in name:
+            return False
+        for value in function.assignments.get(name, []):
+            if any(self.is_moved(source, function, depth - 1) for source in self._sources(value)):
+                return True
+        if name in function.assignments or name not in function.parameter_names():
+            return False
+        for site in self.callers_of(function.name):
+            argument = _argument_for(site.node, function, name)
+            if argument is not None and any(
+                self.is_moved(source, site.function, depth - 1)
+                for source in self._sources(argument)
+            ):
+                return True
+        return False
+
+    def _sources(self, node: cst.BaseExpression) -> list[str]:
+        """The names an expression passes on: `DDP(model)` → model, `a if c else b` → a, b."""
+        node, _ = strip_chain(node)
+        if isinstance(node, cst.IfExp):
+            return [*self._sources(node.body), *self._sources(node.orelse)]
+        if isinstance(node, cst.Call) and node.args:
+            qualified = self.qualified_name(node.func) or ""
+            if last_part(qualified) in MODEL_WRAPPERS:
+                return self._sources(node.args[0].value)
+        name = dotted_name(node)
+        return [] if name is None else [name]
+
+    def moved_to_cpu_only(self, name: str, function: Function | None = None) -> bool:
+        """Moved, but only ever to the CPU (`model.to("cpu")`, `model.cpu()`)."""
+        moves = [call for call in self.moves_of(name, function) if self.is_device_move(call)]
+        return bool(moves) and all(map(self.moves_to_cpu, moves))
+
+    def is_device_move(self, call: cst.Call) -> bool:
+        """`.to(device)`, `.cuda()`, `.cpu()`; not a dtype cast such as `.to(torch.float64)`."""
+        method = _method(call)
+        if method in ("cuda", "cpu"):
+            return True
+        if method != "to":
+            return False
+        for arg in call.args:
+            if arg.keyword is not None:
+                if arg.keyword.value == "device":
+                    return True
+                continue
+            qualified = self.qualified_name(arg.value) or ""
+            return not (qualified.startswith("torch.") and last_part(qualified) in DTYPES)
+        return False
+
+    def moves_to_cpu(self, call: cst.Call, depth: int = 2) -> bool:
+        method = _method(call)
+        if method != "to":
+            return method == "cpu"
+        device = next(
+            (a.value for a in call.args if a.keyword is None or a.keyword.value == "device"), None
+        )
+        return device is not None and self.is_cpu_device(device, depth)
+
+    def is_cpu_device(self, node: cst.BaseExpression, depth: int = 2) -> bool:
+        """`"cpu"`, `torch.device("cpu")`, or a name only ever assigned one of those."""
+        if isinstance(node, cst.SimpleString):
+            return node.evaluated_value == "cpu"
+        if isinstance(node, cst.Call) and self.qualified_name(node.func) == "torch.device":
+            return bool(node.args) and self.is_cpu_device(node.args[0].value, depth)
+        name = dotted_name(node)
+        if name is None or depth == 0:
+            return False
+        values = self.assignments.get(name, [])
+        return bool(values) and all(self.is_cpu_device(v, depth - 1) for v in values)
+
+    def bind(
+        self, target: cst.BaseExpression, value: cst.BaseExpression | None, function: Function
+    ) -> None:
         name = dotted_name(target)
         if name is None or value is None:
             return
         self.assignments.setdefault(name, []).append(value)
+        function.assignments.setdefault(name, []).append(value)
+        self.assigned_to[value] = name
         base, chain = strip_chain(value)
-        if any(_method(call) in MOVE_METHODS for call in chain):
-            self.moved.add(name)
+        for call in chain:
+            if _method(call) in MOVE_METHODS:
+                self.note_move(name, call, function)
         if not isinstance(base, cst.Call):
             return
         kind = self.kind_of_call(base)
         if kind is not None:
             self.bindings[name] = kind
             self.constructors[name] = base
+
+    def note_move(self, name: str, call: cst.Call, function: Function) -> None:
+        self.moves.setdefault(name, []).append(call)
+        function.moves.setdefault(name, []).append(call)
+
+    def trained_models(self) -> set[str]:
+        """Models whose parameters an optimizer of the file updates (`SGD(model.parameters())`)."""
+        trained: set[str] = set()
+        for name, kind in self.bindings.items():
+            if kind is Kind.OPTIMIZER:
+                for site_call in calls_within(self.constructors[name]):
+                    func = site_call.func
+                    if isinstance(func, cst.Attribute) and func.attr.value in (
+                        "parameters",
+                        "named_parameters",
+                    ):
+                        receiver = dotted_name(func.value)
+                        if receiver is not None:
+                            trained.add(receiver)
+        return trained
+
+    def trained_classes(self) -> set[str]:
+        """The file's module classes whose instances an optimizer trains.
+
+        Followed through one factory function of the file (`model = build_model().to(dev)`).
+        """
+        classes: set[str] = set()
+        for name in self.trained_models():
+            for value in self.assignments.get(name, []):
+                base, _ = strip_chain(value)
+                if not isinstance(base, cst.Call):
+                    continue
+                callee = self.qualified_name(base.func) or ""
+                factory = self.functions.get(callee)
+                calls = calls_within(factory.node) if factory and factory.node else [base]
+                classes |= {
+                    qualified
+                    for call in calls
+                    if self.is_module_class(qualified := self.qualified_name(call.func) or "")
+                }
+        return classes
 
     # -- events ------------------------------------------------------------------------
 
@@ -381,6 +546,22 @@ class Facts:
             event_kind = EventKind.CLOSURE_STEP if node.args else EventKind.STEP
             return GradEvent(event_kind, dotted_name(receiver), node)
         return None
+
+
+MODEL_WRAPPERS = frozenset({"DistributedDataParallel", "DataParallel", "compile", "DDP"})
+
+
+def _argument_for(call: cst.Call, function: Function, parameter: str) -> cst.BaseExpression | None:
+    """The argument `call` passes for `parameter` of `function` (methods skip `self`)."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == parameter:
+            return arg.value
+    names = function.parameter_names()
+    if names and names[0] == "self":
+        names = names[1:]
+    index = names.index(parameter) if parameter in names else -1
+    positional = [arg for arg in call.args if arg.keyword is None and not arg.star]
+    return positional[index].value if 0 <= index < len(positional) else None
 
 
 def _method(call: cst.Call) -> str | None:
@@ -530,11 +711,22 @@ class _FactsVisitor:
         self.facts.calls.append(
             CallSite(node, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0)
         )
-        # `model.to(device)` on its own moves the model it names.
-        if _method(node) in MOVE_METHODS and isinstance(node.func, cst.Attribute):
-            name = dotted_name(node.func.value)
+
+    def visit_Expr(self, node: cst.Expr) -> None:
+        call = node.value
+        if not isinstance(call, cst.Call):
+            return
+        # `model.to(device)` as a statement moves the module in place.
+        if _method(call) in MOVE_METHODS and isinstance(call.func, cst.Attribute):
+            name = dotted_name(call.func.value)
             if name is not None:
-                self.facts.moved.add(name)
+                self.facts.note_move(name, call, self.functions[-1])
+        # `torch.set_grad_enabled(False)` as a statement: the rest of the scope has no grad.
+        qualified = self.facts.qualified_name(call.func)
+        if qualified in ("torch.set_grad_enabled", "torch.autograd.set_grad_enabled") and (
+            call.args and _is_false(call.args[0].value)
+        ):
+            self.functions[-1].no_grad = True
 
     def _note_assignment(
         self, targets: Sequence[cst.BaseExpression], value: cst.BaseExpression
@@ -547,26 +739,51 @@ class _FactsVisitor:
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self._note_assignment([t.target for t in node.targets], node.value)
+        # `total = total + loss` is `total += loss` written out.
+        value = node.value
+        if (
+            len(node.targets) == 1
+            and isinstance(value, cst.BinaryOperation)
+            and isinstance(value.operator, cst.Add)
+        ):
+            target = dotted_name(node.targets[0].target)
+            if target is not None and target == dotted_name(value.left):
+                self._accumulation(node, target, value.right)
         if _assigns_grad([t.target for t in node.targets]):
             self._record(node)
+        function = self.functions[-1]
         for target in node.targets:
-            self.facts.bind(target.target, node.value)
-            if isinstance(target.target, cst.Tuple) and isinstance(node.value, cst.Tuple):
+            self.facts.bind(target.target, node.value, function)
+            if not isinstance(target.target, cst.Tuple | cst.List):
+                continue
+            if isinstance(node.value, cst.Tuple):
                 for element, value in zip(
                     target.target.elements, node.value.elements, strict=False
                 ):
-                    self.facts.bind(element.value, value.value)
+                    self.facts.bind(element.value, value.value, function)
+            else:
+                # `model, loader = accelerator.prepare(model, loader)`: each name is reassigned.
+                for name in _bound_names(target.target):
+                    self.facts.assignments.setdefault(name, []).append(node.value)
+                    function.assignments.setdefault(name, []).append(node.value)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         if node.value is not None:
             self._note_assignment([node.target], node.value)
         if node.value is not None and _assigns_grad([node.target]):
             self._record(node)
-        self.facts.bind(node.target, node.value)
+        self.facts.bind(node.target, node.value, self.functions[-1])
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        self.facts.aug_assigns.append(
-            (node, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0)
+        target = dotted_name(node.target)
+        if target is not None and isinstance(node.operator, cst.AddAssign):
+            self._accumulation(node, target, node.value)
+
+    def _accumulation(self, node: cst.CSTNode, target: str, added: cst.BaseExpression) -> None:
+        self.facts.accumulations.append(
+            Accumulation(
+                node, target, added, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0
+            )
         )
 
     def visit_Param(self, node: cst.Param) -> None:
@@ -576,6 +793,16 @@ class _FactsVisitor:
         kind = None if qualified is None else kind_of_constructor(qualified)
         if kind is not None:
             self.facts.annotated[node.name.value] = kind
+
+
+def calls_within(node: cst.CSTNode) -> Iterator[cst.Call]:
+    """Every call inside `node`, itself included."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Call):
+            yield current
+        stack.extend(iter_children(current))
 
 
 def _decorator_callee(node: cst.BaseExpression) -> cst.BaseExpression:

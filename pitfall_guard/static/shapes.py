@@ -76,6 +76,10 @@ class Unknown(Exception):
     """Something the inference cannot read; it stops without a finding."""
 
 
+# The input size is not known: the first Linear layer's in_features will define it.
+UNKNOWN_INPUT: Shape = ()
+
+
 def format_shape(shape: Shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
@@ -158,10 +162,14 @@ class LayerCall:
 
 
 def _conv_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    if kernel < 1 or stride < 1 or dilation < 1:
+        raise Unknown  # invalid arguments: PyTorch itself will say so
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _pool_size(size: int, kernel: int, stride: int, padding: int, ceil: bool) -> int:
+    if kernel < 1 or stride < 1:
+        raise Unknown
     value = (size + 2 * padding - kernel) / stride + 1
     return math.ceil(value) if ceil else math.floor(value)
 
@@ -169,12 +177,13 @@ def _pool_size(size: int, kernel: int, stride: int, padding: int, ceil: bool) ->
 class ShapeTracer:
     """Follows a per-sample shape through layers, recording each step for the message."""
 
-    def __init__(self, facts: Facts, shape: Shape) -> None:
+    def __init__(self, facts: Facts, shape: Shape, strict: bool = False) -> None:
         self.facts = facts
-        self.trace: list[str] = [format_shape(shape)]
+        self.trace: list[str] = [format_shape(shape)] if shape else []
         # Until one layer has accepted the input, a mismatch more likely means that this
-        # model is not the one fed with that input: stay silent.
-        self.accepted = 0
+        # model is not the one fed with that input, and stays silent; unless `strict` (the
+        # model is the one trained on a dataset whose shape is known).
+        self.accepted = 1 if strict else 0
 
     def note(self, label: str, shape: Shape) -> Shape:
         self.trace.append(f"{label} {format_shape(shape)}")
@@ -197,6 +206,8 @@ class ShapeTracer:
             raise Unknown
         label = label or layer.kind
         kind = layer.kind
+        if shape == UNKNOWN_INPUT and kind not in ("Sequential", "Linear", *SHAPE_PRESERVING):
+            raise Unknown
         if kind == "Sequential":
             for index, child in enumerate(layer.positional):
                 shape = self.layer(child, shape, f"{label}[{index}]")
@@ -212,7 +223,10 @@ class ShapeTracer:
                 layer.int_arg(0, "in_features"),
                 layer.int_arg(1, "out_features"),
             )
-            if not shape or shape[-1] != in_features:
+            if shape == UNKNOWN_INPUT:
+                shape = (in_features,)
+                self.trace.append(f"input {format_shape(shape)}")
+            elif shape[-1] != in_features:
                 raise self.mismatch(layer, f"{in_features} input features", shape)
             self.accepted += 1
             return self.note(label, (*shape[:-1], out_features))
@@ -353,7 +367,7 @@ class ForwardInterpreter:
 
     def _flatten(self, node: cst.Call) -> Shape:
         shape = self.shape_of(node.args[0].value)
-        if len(node.args) < 2 or literal_int(node.args[1].value) != 1:
+        if shape == UNKNOWN_INPUT or len(node.args) < 2 or literal_int(node.args[1].value) != 1:
             raise Unknown
         return self.tracer.note("flatten", (math.prod(shape),))
 
@@ -373,6 +387,8 @@ class ForwardInterpreter:
         shape = self.shape_of(func.value)
         if method in SHAPE_PRESERVING or method in ("contiguous", "float"):
             return shape
+        if shape == UNKNOWN_INPUT and method not in SHAPE_PRESERVING:
+            raise Unknown
         if method == "flatten" and node.args and literal_int(node.args[0].value) == 1:
             return self.tracer.note("flatten", (math.prod(shape),))
         if method in ("view", "reshape") and len(node.args) == 2:

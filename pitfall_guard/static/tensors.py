@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import libcst as cst
 
-from pitfall_guard.static.facts import Facts, Kind, strip_chain
+from pitfall_guard.static.facts import Facts, Function, Kind
 from pitfall_guard.static.names import dotted_name
 
 _GRAD_FREE_METHODS = frozenset(
@@ -55,92 +55,108 @@ def model_name(facts: Facts, callee: cst.BaseExpression) -> str | None:
     return None
 
 
-def moved_to_cpu_only(facts: Facts, name: str) -> bool:
-    """`model.to("cpu")`: moved, but nowhere that could disagree with an unmoved batch."""
-    return all(
-        _moves_to_cpu(value) for value in facts.assignments.get(name, []) if strip_chain(value)[1]
-    ) and bool(facts.assignments.get(name))
-
-
-def _moves_to_cpu(value: cst.BaseExpression) -> bool:
-    _, chain = strip_chain(value)
-    for call in chain:
-        if isinstance(call.func, cst.Attribute) and call.func.attr.value in ("to", "cuda"):
-            if call.func.attr.value == "cuda" or not call.args:
-                return False
-            if string_value(call.args[0].value) != "cpu":
-                return False
-    return True
+Key = tuple[Function | None, str]
 
 
 class TensorOrigins:
     """Which names hold tensors that may live on a GPU, and which may carry autograd graphs.
 
-    Names are followed through assignments in the whole file; a name counts only when every
-    assignment to it agrees, so `preds = preds.cpu()` anywhere makes `preds` a CPU tensor.
+    A name is read in its function: a function's own assignments, else the module's (names
+    with a dot, such as `self.x`, are read file-wide). It counts only when every assignment
+    agrees, so `preds = preds.cpu()` in the same function makes `preds` a CPU tensor.
     """
 
     def __init__(self, facts: Facts) -> None:
         self.facts = facts
-        self.moved_models = {name for name in facts.moved if facts.kind_of_name(name) is Kind.MODEL}
         self.on_device = self._fixpoint(self._is_device_expression)
         self.with_grad = self._fixpoint(self._is_grad_expression, skip_no_grad=True)
 
+    def key(self, name: str, scope: Function) -> Key:
+        if "." in name:
+            return (None, name)
+        return (scope if name in scope.assignments else self.facts.module_scope, name)
+
+    def _all_keys(self) -> list[tuple[Key, Function, list[cst.BaseExpression]]]:
+        keys: list[tuple[Key, Function, list[cst.BaseExpression]]] = []
+        for function in self.facts.all_functions:
+            for name, values in function.assignments.items():
+                if "." not in name:
+                    keys.append(((function, name), function, values))
+        for name, values in self.facts.assignments.items():
+            if "." in name:
+                keys.append(((None, name), self.facts.module_scope, values))
+        return keys
+
     def _fixpoint(
         self,
-        test: Callable[[cst.BaseExpression, set[str]], bool],
+        test: Callable[[cst.BaseExpression, Function, set[Key]], bool],
         skip_no_grad: bool = False,
-    ) -> set[str]:
-        names: set[str] = set()
+    ) -> set[Key]:
+        known: set[Key] = set()
+        candidates = self._all_keys()
         changed = True
         while changed:
             changed = False
-            for name, values in self.facts.assignments.items():
-                if name in names or not values:
+            for key, scope, values in candidates:
+                if key in known or not values:
                     continue
-                if skip_no_grad and any(v in self.facts.no_grad_values for v in values):
+                if skip_no_grad and (
+                    scope.no_grad or any(v in self.facts.no_grad_values for v in values)
+                ):
                     continue
-                if all(test(value, names) for value in values):
-                    names.add(name)
+                if all(test(value, scope, known) for value in values):
+                    known.add(key)
                     changed = True
-        return names
+        return known
 
-    def _is_device_expression(self, node: cst.BaseExpression, known: set[str]) -> bool:
-        if isinstance(node, cst.Name):
-            return node.value in known
+    def _moved_model(self, callee: cst.BaseExpression, scope: Function) -> bool:
+        name = model_name(self.facts, callee)
+        return (
+            name is not None
+            and self.facts.is_moved(name, scope)
+            and not self.facts.moved_to_cpu_only(name, scope)
+        )
+
+    def _is_device_expression(
+        self, node: cst.BaseExpression, scope: Function, known: set[Key]
+    ) -> bool:
+        name = dotted_name(node)
+        if isinstance(node, cst.Name) or (name is not None and name.startswith("self.")):
+            return name is not None and self.key(name, scope) in known
         if isinstance(node, cst.BinaryOperation):
-            return self._is_device_expression(node.left, known) or self._is_device_expression(
-                node.right, known
-            )
+            return self._is_device_expression(
+                node.left, scope, known
+            ) or self._is_device_expression(node.right, scope, known)
         if isinstance(node, cst.Subscript | cst.Attribute):
-            return self._is_device_expression(node.value, known)
+            return self._is_device_expression(node.value, scope, known)
         if not isinstance(node, cst.Call):
             return False
         func = node.func
+        if self._moved_model(func, scope):
+            return True
         if isinstance(func, cst.Attribute):
             method = func.attr.value
-            if method in ("cpu", "numpy", "item", "tolist"):
+            if method in ("numpy", "item", "tolist"):
                 return False
-            if method == "cuda":
-                return True
-            if method == "to" and node.args:
-                return string_value(node.args[0].value) != "cpu"
-            if dotted_name(func) in self.moved_models:
-                return True
-            return self._is_device_expression(func.value, known)
-        return dotted_name(func) in self.moved_models
+            if method in ("to", "cuda", "cpu") and self.facts.is_device_move(node):
+                return not self.facts.moves_to_cpu(node)
+            return self._is_device_expression(func.value, scope, known)
+        return False
 
-    def _is_grad_expression(self, node: cst.BaseExpression, known: set[str]) -> bool:
+    def _is_grad_expression(
+        self, node: cst.BaseExpression, scope: Function, known: set[Key]
+    ) -> bool:
         if node in self.facts.no_grad_values:
             return False
-        if isinstance(node, cst.Name):
-            return node.value in known
+        name = dotted_name(node)
+        if isinstance(node, cst.Name) or (name is not None and name.startswith("self.")):
+            return name is not None and self.key(name, scope) in known
         if isinstance(node, cst.BinaryOperation):
-            return self._is_grad_expression(node.left, known) or self._is_grad_expression(
-                node.right, known
+            return self._is_grad_expression(node.left, scope, known) or self._is_grad_expression(
+                node.right, scope, known
             )
         if isinstance(node, cst.Subscript):
-            return self._is_grad_expression(node.value, known)
+            return self._is_grad_expression(node.value, scope, known)
         if not isinstance(node, cst.Call):
             return False
         func = node.func
@@ -157,18 +173,18 @@ class TensorOrigins:
         ):
             return True
         if isinstance(func, cst.Attribute):
-            receiver_grad = self._is_grad_expression(func.value, known)
+            receiver_grad = self._is_grad_expression(func.value, scope, known)
             qualified = self.facts.qualified_name(func) or ""
             if qualified.startswith("torch.") and node.args:
-                return receiver_grad or self._is_grad_expression(node.args[0].value, known)
+                return receiver_grad or self._is_grad_expression(node.args[0].value, scope, known)
             return receiver_grad
         return False
 
-    def is_on_device(self, node: cst.BaseExpression) -> bool:
-        return self._is_device_expression(node, self.on_device)
+    def is_on_device(self, node: cst.BaseExpression, scope: Function) -> bool:
+        return self._is_device_expression(node, scope, self.on_device)
 
-    def requires_grad(self, node: cst.BaseExpression) -> bool:
-        return self._is_grad_expression(node, self.with_grad)
+    def requires_grad(self, node: cst.BaseExpression, scope: Function) -> bool:
+        return self._is_grad_expression(node, scope, self.with_grad)
 
     def root(self, node: cst.BaseExpression) -> cst.BaseExpression:
         while True:

@@ -74,6 +74,32 @@ MODE_DEPENDENT_LAYERS = frozenset(
     }
 )
 NOT_MODELS = frozenset({"Parameter", "ParameterList", "ParameterDict", "Module"})
+DTYPES = frozenset(
+    {
+        "float",
+        "float32",
+        "float64",
+        "double",
+        "half",
+        "float16",
+        "bfloat16",
+        "int",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "long",
+        "short",
+        "uint8",
+        "bool",
+        "complex64",
+        "complex128",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "cfloat",
+        "cdouble",
+    }
+)
 CREATION_FUNCTIONS = frozenset(
     {
         "zeros",
@@ -90,8 +116,6 @@ CREATION_FUNCTIONS = frozenset(
         "tensor",
         "as_tensor",
         "randperm",
-        "normal",
-        "bernoulli",
     }
 )
 NO_GRAD_CONTEXTS = frozenset(
