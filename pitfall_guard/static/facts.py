@@ -740,15 +740,15 @@ class _FactsVisitor:
     def visit_Assign(self, node: cst.Assign) -> None:
         self._note_assignment([t.target for t in node.targets], node.value)
         # `total = total + loss` is `total += loss` written out.
-        value = node.value
+        total = node.value
         if (
             len(node.targets) == 1
-            and isinstance(value, cst.BinaryOperation)
-            and isinstance(value.operator, cst.Add)
+            and isinstance(total, cst.BinaryOperation)
+            and isinstance(total.operator, cst.Add)
         ):
-            target = dotted_name(node.targets[0].target)
-            if target is not None and target == dotted_name(value.left):
-                self._accumulation(node, target, value.right)
+            name = dotted_name(node.targets[0].target)
+            if name is not None and name == dotted_name(total.left):
+                self._accumulation(node, name, total.right)
         if _assigns_grad([t.target for t in node.targets]):
             self._record(node)
         function = self.functions[-1]
