@@ -420,7 +420,7 @@ print(y.numpy())  # expect: PG203
     def leave_Module(self, original_node: cst.Module) -> None:
         origins = TensorOrigins(self.facts)
         for site, receiver in _numpy_calls(self.facts):
-            if site.no_grad or site.function.no_grad:
+            if self.facts.grad_disabled(site):
                 continue
             root = origins.root(receiver)
             if isinstance(root, cst.Call) and method_name(root) == "detach":

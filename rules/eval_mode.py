@@ -107,16 +107,6 @@ def _switches_to_eval(facts: Facts, region: EvalRegion) -> bool:
     )
 
 
-def _grad_disabled(facts: Facts, region: EvalRegion) -> bool:
-    site = region.forward
-    if site.no_grad or site.function.no_grad:
-        return True
-    if region.loop is None and region.function is not None and region.function.node is not None:
-        callers = facts.callers_of(region.function.name)
-        return bool(callers) and all(c.no_grad or c.function.no_grad for c in callers)
-    return False
-
-
 def has_mode_dependent_layers(facts: Facts) -> bool | None:
     """Whether the file's models have Dropout/BatchNorm; None when no model is visible."""
     seen_model = False
@@ -329,7 +319,7 @@ for x, y in val_loader:
 
     def leave_Module(self, original_node: cst.Module) -> None:
         for region in evaluation_regions(self.facts):
-            if not _grad_disabled(self.facts, region):
+            if not self.facts.grad_disabled(region.forward):
                 self.report(
                     region.forward.node,
                     f"{region.description} runs '{region.model}' with gradients enabled: each "

@@ -483,6 +483,17 @@ class Facts:
         """The call sites of a function of the file (`f(...)` or `self.f(...)`)."""
         return [site for site in self.calls if _called_function_name(site.node) == function_name]
 
+    def grad_disabled(self, site: CallSite) -> bool:
+        """Gradients are off at `site`: under no_grad, in a no_grad function, or in a function
+        that the file only ever calls with gradients off."""
+        if site.no_grad or site.function.no_grad:
+            return True
+        function = site.function
+        if function.node is None:
+            return False
+        callers = self.callers_of(function.name)
+        return bool(callers) and all(c.no_grad or c.function.no_grad for c in callers)
+
     def _classify_events(self) -> None:
         owners: list[Loop | Function] = [*self.loops, *self.all_functions]
         for owner in owners:
