@@ -1,8 +1,9 @@
-"""`pitfall-guard check | rule | rules`: the command line."""
+"""`pitfall-guard check | run | rule | rules`: the command line."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,8 @@ def build_parser(output_formats: Sequence[str]) -> argparse.ArgumentParser:
     )
     _add_common(check)
 
+    _add_run_parser(commands, output_formats)
+
     rule = commands.add_parser("rule", help="explain one rule", description="Explain a rule.")
     rule.add_argument("code", help="a code such as PG101, or a rule name")
     _add_common(rule)
@@ -62,6 +65,48 @@ def build_parser(output_formats: Sequence[str]) -> argparse.ArgumentParser:
     rules.add_argument("--output-format", choices=("text", "json"), default="text")
     _add_common(rules)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_run_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], output_formats: Sequence[str]
+) -> None:
+    run = commands.add_parser(
+        "run", help="run a training script under the runtime guard",
+        usage="pitfall-guard run [options] SCRIPT [-- SCRIPT_ARGS ...]",
+        description="Run a training script as __main__ under PyTorch's hooks and report the "
+        "pitfalls it really hits. Arguments after -- are the script's own.",
+    )
+    run.add_argument("script", help="the script to run (with -m, a module name)")
+    run.add_argument("-m", dest="as_module", action="store_true", help="run SCRIPT like python -m")
+    run.add_argument(
+        "--max-steps", type=_positive_int, metavar="N",
+        help="stop the script cleanly after N optimizer steps, and report",
+    )
+    run.add_argument(
+        "--check-every", type=_positive_int, default=10, metavar="K",
+        help="read the values kept on the device (losses, update sizes) every K steps",
+    )
+    run.add_argument("--select", type=_codes, help="codes or prefixes to check (replaces)")
+    run.add_argument("--extend-select", type=_codes, default=[], help="codes to add")
+    run.add_argument("--ignore", type=_codes, default=[], help="codes or prefixes to skip")
+    run.add_argument("--output-format", choices=output_formats, default="full")
+    run.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings")
+    _add_common(run)
+
+
+def _split_script_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`run ... -- ARGS`: what follows `--` belongs to the script, never to pitfall-guard."""
+    if argv[:1] == ["run"] and "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +119,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list, script_args = _split_script_args(list(sys.argv[1:] if argv is None else argv))
     try:
         # The plugins decide which output formats exist, so load them before parsing.
         plugins = load_plugins(_disabled_plugins_from(args_list))
@@ -84,6 +129,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
             plugins = load_plugins(tuple(sorted({*args.disable_plugin, *config.disable_plugins})))
         if args.command == "check":
             return _check(args, config, plugins, out)
+        if args.command == "run":
+            return _run(args, config, plugins, out, script_args)
         if args.command == "rule":
             return _explain(args.code, plugins, out)
         return _list_rules(plugins, args.output_format, out)
@@ -119,6 +166,44 @@ def _check(args: argparse.Namespace, config: Config, plugins: Plugins, out: Text
     else:
         reporter.report(findings, RunSummary(files_checked=result.files_checked))
     return EXIT_FINDINGS if findings and not args.exit_zero else EXIT_CLEAN
+
+
+def _run(
+    args: argparse.Namespace, config: Config, plugins: Plugins, out: TextIO, script_args: list[str]
+) -> int:
+    # Imported here: `check` never needs the runtime side (nor torch, which a guard imports).
+    from pitfall_guard.runtime.guard import Guard
+    from pitfall_guard.runtime.script import print_crash, run_script
+
+    config = config.with_overrides(
+        select=args.select, extend_select=args.extend_select, ignore=args.ignore
+    )
+    if not args.as_module and not Path(args.script).is_file():
+        raise UsageError(f"no such script: {args.script}")
+    guard = Guard(
+        config=config, plugins=plugins, max_steps=args.max_steps, check_every=args.check_every
+    )
+    # A machine-readable report must stay parseable: the script's prints go to stderr then.
+    quiet_stdout = args.output_format not in ("full", "concise")
+    with contextlib.redirect_stdout(sys.stderr) if quiet_stdout else contextlib.nullcontext():
+        result = run_script(args.script, script_args, guard, as_module=args.as_module)
+    if result.error is not None:
+        sys.stdout.flush()  # the script's own output first, then its traceback
+        print_crash(result.error, sys.stderr)
+    failed = result.error is not None or result.exit_code != 0
+    if not result.reporting:  # rank 0 reports for every rank
+        return EXIT_FINDINGS if failed else EXIT_CLEAN
+    stopped = f", stopped after --max-steps {args.max_steps}" if result.stopped else ""
+    ended = f", the script crashed ({type(result.error).__name__})" if result.error else ""
+    print(
+        f"pitfall-guard: watched {result.steps} optimizer steps of {args.script}{stopped}{ended}",
+        file=sys.stderr,
+    )
+    reporter = plugins.reporters[args.output_format](out, color=use_color(out))
+    reporter.report(result.findings, RunSummary(files_checked=1))
+    if failed or (result.findings and not args.exit_zero):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
 
 
 def _rules_for(

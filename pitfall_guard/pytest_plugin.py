@@ -1,15 +1,22 @@
-"""The pytest plugin: `pytest --pitfall-guard` lints every collected .py file as a test item.
+"""The pytest plugin: static linting of test files, and a runtime guard around tests.
 
-Each file becomes an item `path::pitfall-guard` that fails with the file's findings (concise,
-no traceback) and passes when the file is clean. Settings come from the [tool.pitfall-guard]
-table of the pyproject.toml nearest to pytest's root directory.
+`pytest --pitfall-guard` lints every collected .py file: each file becomes an item
+`path::pitfall-guard` that fails with the file's findings (concise, no traceback) and passes
+when the file is clean. The `pitfall_guard` fixture yields a runtime `Guard` active during the
+test (`.findings`, `.assert_clean()`), and `@pytest.mark.pitfall_guard(select=..., ignore=...)`
+runs the test under a guard and fails it (FAILED, not ERROR) with the findings. Settings come
+from the [tool.pitfall-guard] table of the pyproject.toml nearest to pytest's root directory.
+
+This module is loaded by every pytest run of the environment: it never imports torch itself
+(a guard imports it when a test enters one).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,7 +29,11 @@ from pitfall_guard.static.discovery import matches_any
 from pitfall_guard.static.engine import check_file
 from pitfall_guard.static.rule import StaticRule
 
+if TYPE_CHECKING:
+    from pitfall_guard.runtime.guard import Guard
+
 _SETTINGS = pytest.StashKey[tuple[Config, list[type[StaticRule]]]]()
+_MARKER = "pitfall_guard"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,6 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(select=None, ignore=None): run the test under a pitfall-guard runtime "
+        "guard and fail it when the guard finds pitfalls",
+    )
     if config.getoption("pitfall_guard"):
         settings = load_config(start=config.rootpath)
         plugins: Plugins = load_plugins(settings.disable_plugins)
@@ -96,3 +112,67 @@ class PitfallGuardItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
+
+
+# -- the runtime guard around tests ------------------------------------------------------------
+
+
+def _codes(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    return [str(code).strip().upper() for code in value if str(code).strip()]
+
+
+def _guard_for(item: pytest.Item) -> Guard:
+    from pitfall_guard.runtime.guard import Guard
+
+    marker = item.get_closest_marker(_MARKER)
+    options = dict(marker.kwargs) if marker is not None else {}
+    select, ignore = options.pop("select", None), options.pop("ignore", None)
+    if options or (marker is not None and marker.args):
+        raise TypeError(f"@pytest.mark.{_MARKER} takes only select= and ignore=")
+    return Guard(
+        select=_codes(select),
+        ignore=_codes(ignore) or (),
+        config=load_config(start=item.config.rootpath),
+    )
+
+
+@pytest.fixture
+def pitfall_guard(request: pytest.FixtureRequest) -> Iterator[Guard]:
+    """A runtime pitfall-guard `Guard`, active during the test: read `.findings` or call
+    `.assert_clean()`. A `pitfall_guard` marker on the test sets its select=/ignore=."""
+    assert isinstance(request.node, pytest.Item)
+    with _guard_for(request.node) as guard:
+        yield guard
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    if item.get_closest_marker(_MARKER) is None:
+        return (yield)
+    guard: Guard | None = getattr(item, "funcargs", {}).get(_MARKER)
+    if guard is None:
+        guard = _guard_for(item)
+        guard.__enter__()
+    try:
+        result = yield
+    except BaseException as error:
+        guard.__exit__(type(error), error, error.__traceback__)
+        findings = guard.findings
+        if findings:
+            error.add_note(_failure_text(findings))
+        raise
+    guard.close()  # also the fixture's guard: the verdict belongs to the call phase
+    findings = guard.findings
+    if findings:
+        pytest.fail(_failure_text(findings), pytrace=False)
+    return result
+
+
+def _failure_text(findings: Sequence[Finding]) -> str:
+    from pitfall_guard.runtime.guard import describe_findings
+
+    return "pitfall-guard found pitfalls while the test ran:\n" + describe_findings(findings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -13,11 +14,20 @@ _MARKER = re.compile(r"#\s*expect:\s*(?P<codes>PG\d{3}(?:\s*,\s*PG\d{3})*)")
 Expectation = tuple[int, str]
 
 
-def expected_findings(source: str) -> Counter[Expectation]:
-    """(line, code) pairs announced by the `# expect:` comments of `source`."""
+@functools.cache
+def _marker_pattern(marker: str) -> re.Pattern[str]:
+    if marker == "expect":
+        return _MARKER
+    return re.compile(rf"#\s*{re.escape(marker)}:\s*(?P<codes>PG\d{{3}}(?:\s*,\s*PG\d{{3}})*)")
+
+
+def expected_findings(source: str, marker: str = "expect") -> Counter[Expectation]:
+    """(line, code) pairs announced by the `# expect:` comments of `source` (or by another
+    marker: `# expect-runtime:` for the findings of a guarded run)."""
+    pattern = _marker_pattern(marker)
     expected: Counter[Expectation] = Counter()
     for number, line in enumerate(source.splitlines(), start=1):
-        match = _MARKER.search(line)
+        match = pattern.search(line)
         if match:
             for code in re.split(r"\s*,\s*", match.group("codes")):
                 expected[(number, code)] += 1

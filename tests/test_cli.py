@@ -109,7 +109,7 @@ def test_rule_docs_and_rule_list(project: Path) -> None:
     assert run("rule", "gradients-not-cleared")[1] == out
     assert run("rule", "PG999")[0] == 2
     code, listing = run("rules")
-    assert code == 0 and "PG101  S-  gradients-not-cleared" in listing
+    assert code == 0 and "PG101  SR  gradients-not-cleared" in listing
     rows = json.loads(run("rules", "--output-format", "json")[1])
     assert {row["code"] for row in rows} >= {"PG001", "PG002", "PG101"}
 

@@ -1,0 +1,140 @@
+"""What the runtime guard costs: steps/s of the reference training with and without a Guard.
+
+The training step is the reference's (MnistCnn, Adam, CrossEntropyLoss, AMP on CUDA) on
+synthetic batches made once on the device, so the figure is the guard's cost on the model
+alone. Guarded and unguarded rounds alternate, so drift (clocks, caches) hits both alike; the
+step time of each side is its median round. On CUDA the host-device syncs of each side are
+counted too (torch.cuda.set_sync_debug_mode("warn")): the guard's are its reads every K steps.
+
+    python bench/runtime_overhead.py --device auto --steps 40 --rounds 5
+
+The last line printed is ``overhead_ratio=<guarded step time / unguarded step time>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator
+
+import torch
+from pitfall_guard.reference_impl.model import MnistCnn
+from pitfall_guard.reference_impl.train import autocast_dtype, mixed_precision, select_device
+from torch import nn
+
+from pitfall_guard.config import Config
+from pitfall_guard.runtime.guard import Guard
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+WARMUP_STEPS = 3
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=64, help="the reference's default")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per side, alternating")
+    parser.add_argument("--check-every", type=int, default=10, help="the guard's K")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    return parser.parse_args()
+
+
+def synthetic_batches(batch_size: int, device: torch.device) -> Iterator[Batch]:
+    batches = [
+        (
+            torch.randn(batch_size, 1, 28, 28, device=device),
+            torch.randint(0, 10, (batch_size,), device=device),
+        )
+        for _ in range(4)
+    ]
+    return itertools.cycle(batches)
+
+
+def make_step(device: torch.device, amp: bool) -> Callable[[Batch], None]:
+    """One training step of the reference loop (train_one_epoch), without its bookkeeping."""
+    torch.manual_seed(0)
+    model = MnistCnn().to(device)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    amp_dtype = autocast_dtype(device, amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(batch: Batch) -> None:
+        images, targets = batch
+        optimizer.zero_grad(set_to_none=True)
+        with mixed_precision(device, amp_dtype):
+            loss = loss_fn(model(images), targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_round(
+    step: Callable[[Batch], None], batches: Iterator[Batch], device: torch.device, steps: int
+) -> tuple[float, int]:
+    """Seconds per step over `steps` steps (after a warm-up), and the syncs they made."""
+    for _ in range(WARMUP_STEPS):
+        step(next(batches))
+    synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+        start = time.perf_counter()
+        try:
+            for _ in range(steps):
+                step(next(batches))
+        finally:
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    syncs = sum("synchroniz" in str(warning.message) for warning in caught)
+    return seconds / steps, syncs
+
+
+def main() -> None:
+    args = parse_args()
+    device = select_device(args.device, local_rank=0)
+    batches = synthetic_batches(args.batch_size, device)
+    plain_step = make_step(device, args.amp)
+    guarded_step = make_step(device, args.amp)
+    plain: list[float] = []
+    guarded: list[float] = []
+    plain_syncs = guarded_syncs = 0
+    guard = Guard(config=Config(), check_every=args.check_every)
+    for _ in range(args.rounds):
+        seconds, syncs = timed_round(plain_step, batches, device, args.steps)
+        plain.append(seconds)
+        plain_syncs += syncs
+        with guard:
+            seconds, syncs = timed_round(guarded_step, batches, device, args.steps)
+        guarded.append(seconds)
+        guarded_syncs += syncs
+        assert not guard.findings, guard.findings  # the reference is clean
+    plain_step_s, guarded_step_s = statistics.median(plain), statistics.median(guarded)
+    total_steps = args.rounds * args.steps
+    print(f"device={device} batch_size={args.batch_size} threads={torch.get_num_threads()}")
+    print(f"rounds={args.rounds} steps_per_round={args.steps} check_every={args.check_every}")
+    print(f"unguarded_steps_per_s={1 / plain_step_s:.2f}")
+    print(f"guarded_steps_per_s={1 / guarded_step_s:.2f}")
+    if device.type == "cuda":
+        print(f"unguarded_syncs_per_step={plain_syncs / total_steps:.3f}")
+        print(f"guarded_syncs_per_step={guarded_syncs / total_steps:.3f}")
+    print(f"overhead_ratio={guarded_step_s / plain_step_s:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""PyTorch's hooks, installed once per guard, turned into the events of `RuntimeListener`.
+
+Only the hooks that some listener needs are installed: global module forward pre/post hooks
+(module, model and loss events), per-parameter post-accumulate-grad hooks, wrappers around
+`Optimizer.zero_grad` and `Module.zero_grad`, and global optimizer step pre/post hooks (always:
+they count the steps). Every hook and wrapper is removed by `uninstall`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pitfall_guard.runtime.monitor import EVENTS, RuntimeListener
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.hooks import RemovableHandle
+
+Handler = Callable[..., None]
+_SEEN_ERROR = "_pitfall_guard_seen"
+
+
+class MaxStepsReached(BaseException):
+    """Raised from the optimizer's step post-hook after --max-steps steps; the guard catches it.
+
+    A BaseException, like KeyboardInterrupt, so that the script's `except Exception` does not
+    swallow it, while its `finally` blocks still run.
+    """
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(f"stopped after {steps} optimizer steps")
+        self.steps = steps
+
+
+def overrides(listener: RuntimeListener, event: str) -> bool:
+    return getattr(type(listener), event) is not getattr(RuntimeListener, event)
+
+
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [param for group in optimizer.param_groups for param in group["params"]]
+
+
+class EventDispatcher:
+    """Installs the hooks, keeps the state they share (call depth, the model being called, step
+    count) and calls the listeners. A listener that raises is handed to `on_failure` and removed.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[RuntimeListener],
+        *,
+        on_failure: Callable[[RuntimeListener, BaseException], None],
+        check_every: int = 10,
+        max_steps: int | None = None,
+    ) -> None:
+        self.listeners = list(listeners)
+        self.on_failure = on_failure
+        self.check_every = check_every
+        self.max_steps = max_steps
+        self.steps = 0
+        self.depth = 0
+        self.model: torch.nn.Module | None = None
+        self._model_depth = -1
+        self._stepping: torch.optim.Optimizer | None = None
+        self._thread = threading.get_ident()
+        self._handles: list[RemovableHandle] = []
+        self._restores: list[Callable[[], None]] = []
+        self._hooked_params: dict[int, tuple[weakref.ref[torch.Tensor], list[RemovableHandle]]]
+        self._hooked_params = {}
+        self._hooked_owners: weakref.WeakSet[object] = weakref.WeakSet()
+        self._route()
+
+    # -- which listeners get which event -------------------------------------------------------
+
+    def _route(self) -> None:
+        routes: dict[str, tuple[Handler, ...]] = {
+            event: tuple(
+                getattr(listener, event)
+                for listener in self.listeners
+                if overrides(listener, event)
+            )
+            for event in EVENTS
+        }
+        self._model_call = routes["on_model_call"]
+        self._model_return = routes["on_model_return"]
+        self._module_call = routes["on_module_call"]
+        self._module_return = routes["on_module_return"]
+        self._module_error = routes["on_module_error"]
+        self._loss_call = routes["on_loss_call"]
+        self._loss_return = routes["on_loss_return"]
+        self._grad_arriving = routes["on_grad_arriving"]
+        self._grad_accumulated = routes["on_grad_accumulated"]
+        self._grads_cleared = routes["on_grads_cleared"]
+        self._step = routes["on_step"]
+        self._step_done = routes["on_step_done"]
+        self._read_device_state = routes["read_device_state"]
+        self._finish = routes["finish"]
+
+    def _emit(self, handlers: tuple[Handler, ...], *args: Any) -> None:
+        for handler in handlers:
+            try:
+                handler(*args)
+            except Exception as error:  # one broken monitor must not break the user's training
+                self._fail(handler, error)
+
+    def _fail(self, handler: Handler, error: BaseException) -> None:
+        listener = getattr(handler, "__self__", None)
+        if isinstance(listener, RuntimeListener) and listener in self.listeners:
+            self.listeners.remove(listener)
+            self._route()
+            self.on_failure(listener, error)
+
+    # -- install / uninstall -------------------------------------------------------------------
+
+    def install(self) -> None:
+        import torch
+        from torch.nn.modules import module as module_hooks
+        from torch.nn.modules.loss import _Loss
+        from torch.nn.parallel import DataParallel, DistributedDataParallel
+        from torch.optim import optimizer as optimizer_hooks
+
+        self._loss_type = _Loss
+        self._wrapper_types = (DataParallel, DistributedDataParallel)
+        self._current_autograd_node = torch._C._current_autograd_node
+        if self._wants_modules():
+            self._handles.append(module_hooks.register_module_forward_pre_hook(self._forward_pre))
+            self._handles.append(
+                module_hooks.register_module_forward_hook(self._forward_post, always_call=True)
+            )
+        self._handles.append(optimizer_hooks.register_optimizer_step_pre_hook(self._step_pre))
+        self._handles.append(optimizer_hooks.register_optimizer_step_post_hook(self._step_post))
+        if self._grads_cleared or self._wants_params():
+            self._wrap_zero_grad(torch.optim.Optimizer, optimizer_params)
+            self._wrap_zero_grad(torch.nn.Module, lambda module: list(module.parameters()))
+
+    def _wants_modules(self) -> bool:
+        return bool(
+            self._model_call or self._model_return or self._module_call or self._module_return
+            or self._module_error or self._loss_call or self._loss_return
+            or self._wants_params()  # parameters are hooked when their model is first called
+        )
+
+    def _wants_params(self) -> bool:
+        return bool(self._grad_arriving or self._grad_accumulated)
+
+    def _wrap_zero_grad(self, owner: type, params_of: Callable[[Any], list[torch.Tensor]]) -> None:
+        original = owner.__dict__["zero_grad"]
+        dispatcher = self
+
+        def zero_grad(self: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(self, *args, **kwargs)
+            params = params_of(self)
+            if dispatcher._unhooked(self):
+                dispatcher._hook_params(self, params)
+            dispatcher._emit(dispatcher._grads_cleared, params)
+            return result
+
+        zero_grad.__wrapped__ = original  # type: ignore[attr-defined]
+        zero_grad.__doc__ = original.__doc__
+        owner.zero_grad = zero_grad  # type: ignore[attr-defined]
+        self._restores.append(lambda: setattr(owner, "zero_grad", original))
+
+    def uninstall(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        for _, handles in self._hooked_params.values():
+            for handle in handles:
+                handle.remove()
+        for restore in reversed(self._restores):
+            restore()
+        self._handles.clear()
+        self._hooked_params.clear()
+        self._restores.clear()
+
+    def _unhooked(self, owner: object) -> bool:
+        """Whether the parameters of `owner` (a model or an optimizer) still need hooks."""
+        return self._wants_params() and owner not in self._hooked_owners
+
+    def _hook_params(self, owner: object, params: Iterable[torch.Tensor]) -> None:
+        """Hook the gradient accumulation of `owner`'s parameters."""
+        self._hooked_owners.add(owner)
+        for param in params:
+            known = self._hooked_params.get(id(param))
+            if not param.requires_grad or (known is not None and known[0]() is param):
+                continue
+            param_ref = weakref.ref(param)  # a hook holding the parameter would keep it alive
+            handles = []
+            if self._grad_arriving:
+                arriving = functools.partial(self._arriving, param_ref)
+                handles.append(param.register_hook(arriving))  # type: ignore[no-untyped-call]
+            if self._grad_accumulated:
+                handles.append(
+                    param.register_post_accumulate_grad_hook(  # type: ignore[no-untyped-call]
+                        self._accumulated
+                    )
+                )
+            self._hooked_params[id(param)] = (param_ref, handles)
+
+    # -- the hooks -----------------------------------------------------------------------------
+
+    def _forward_pre(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        # Other threads (DataParallel replicas) and forwards re-run inside a backward pass
+        # (activation checkpointing) are not the user's forward passes.
+        if threading.get_ident() != self._thread or self._current_autograd_node() is not None:
+            return
+        depth = self.depth
+        self.depth = depth + 1
+        is_loss = isinstance(module, self._loss_type)
+        if self.model is None and not is_loss and not self._is_wrapper(module):
+            self.model = module
+            self._model_depth = depth
+            if self._unhooked(module):
+                self._hook_params(module, module.parameters())
+            if self._model_call:
+                self._emit(self._model_call, module, args)
+        # The `if`s skip a call per module call when no listener wants the event.
+        if self._module_call:
+            self._emit(self._module_call, module, args)
+        if is_loss and self._loss_call:
+            self._emit(self._loss_call, module, args)
+
+    def _is_wrapper(self, module: torch.nn.Module) -> bool:
+        # FSDP by name: importing it costs most of a second, and most runs never use it.
+        return isinstance(module, self._wrapper_types) or (
+            type(module).__name__ == "FullyShardedDataParallel"
+        )
+
+    def _forward_post(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if threading.get_ident() != self._thread or self._current_autograd_node() is not None:
+            return
+        depth = self.depth - 1 if self.depth > 0 else 0
+        self.depth = depth
+        is_model = module is self.model and depth == self._model_depth
+        if is_model or depth == 0:
+            self.model = None
+        if output is None:
+            # With always_call, a forward that raised reaches this hook with no output while
+            # the error is being handled.
+            error = sys.exc_info()[1]
+            if error is not None:
+                if not getattr(error, _SEEN_ERROR, False):
+                    setattr(error, _SEEN_ERROR, True)  # only the innermost module reports it
+                    self._emit(self._module_error, module, args, error)
+                return
+        if self._module_return:
+            self._emit(self._module_return, module, args, output)
+        if self._loss_return and isinstance(module, self._loss_type):
+            self._emit(self._loss_return, module, args, output)
+        if is_model and self._model_return:
+            self._emit(self._model_return, module, args, output)
+
+    def _arriving(self, param_ref: weakref.ref[torch.Tensor], grad: torch.Tensor) -> None:
+        # A tensor hook: runs before the gradient is added to `.grad` (on the engine's thread).
+        param = param_ref()
+        if param is not None:
+            self._emit(self._grad_arriving, param)
+
+    def _accumulated(self, param: torch.Tensor) -> None:
+        # Runs on the autograd engine's thread (a device thread for CUDA tensors).
+        self._emit(self._grad_accumulated, param)
+
+    def _step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._stepping is not None and self._stepping is not optimizer:
+            return  # a wrapper optimizer stepping its inner one is one step
+        self._stepping = optimizer
+        if self._unhooked(optimizer):
+            self._hook_params(optimizer, optimizer_params(optimizer))
+        self._emit(self._step, optimizer)
+
+    def _step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if optimizer is not self._stepping:
+            return
+        self._stepping = None
+        self._emit(self._step_done, optimizer)
+        self.steps += 1
+        if self.steps % self.check_every == 0:
+            self.read_device_state(final=False)
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            raise MaxStepsReached(self.steps)
+
+    def read_device_state(self, final: bool) -> None:
+        self._emit(self._read_device_state, final)
+
+    def finish(self, completed: bool) -> None:
+        self._emit(self._finish, completed)

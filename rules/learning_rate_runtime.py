@@ -1,0 +1,357 @@
+"""PG5xx at runtime: update sizes far from what trains, losses that are NaN or diverge.
+
+(A section of the learning-rate family: the lead folds it into rules/learning_rate.py.) No
+torch import at module level: the plugin manager imports this module for `check` too.
+
+Both monitors need values that live on the device. They keep them there (a list of detached
+losses, the update ratios of a few sampled steps) and read them in one transfer when the
+guard asks, every K steps and at exit: never a host-device sync per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pitfall_guard.runtime.attribution import Site
+from pitfall_guard.runtime.monitor import RuntimeMonitor
+
+if TYPE_CHECKING:
+    import torch
+
+    from pitfall_guard.runtime.guard import Guard
+
+SAMPLED_STEPS = 3  # the first steps of each window of K steps have their update measured
+TOO_HIGH = 1.0  # updates as large as the weights themselves, step after step
+TOO_LOW = 1e-5  # the weights barely move: a thousandth of the ~1e-3..1e-2 that trains
+WEIGHT_BUDGET = 16_000_000  # elements copied per sampled step, at most
+EMA_BETA = 0.98  # the smoothing of the LR range test (fastai's lr_find)
+DIVERGED_FACTOR = 4.0  # the LR range test stops when the smoothed loss is 4x its best
+MIN_STEPS_FOR_TREND = 10
+MAX_PENDING_LOSSES = 1024
+
+
+def _lr(optimizer: torch.optim.Optimizer) -> float | torch.Tensor:
+    lr: float | torch.Tensor = optimizer.param_groups[0]["lr"]
+    return lr
+
+
+def _lr_range(lr: float, ratio: float) -> tuple[float, float]:
+    """Learning rates that would bring the update ratio to 1e-3..1e-1 (it scales with lr)."""
+    return lr * 1e-3 / ratio, lr * 1e-1 / ratio
+
+
+@dataclass
+class _UpdateWindow:
+    weights: list[torch.Tensor]  # the sampled weights (matrices and kernels, not biases)
+    initial_lr: float | torch.Tensor  # a tensor lr is read with the ratios, not before
+    snapshot: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    ratios: list[torch.Tensor] = field(default_factory=list)
+    lrs: list[float | torch.Tensor] = field(default_factory=list)
+    site: Site | None = None
+
+
+class LearningRateOutOfRangeMonitor(RuntimeMonitor):
+    """
+    ## What it catches
+    A learning rate far outside what trains, measured by the update/weight ratio: how much a
+    step changes the weights relative to their size (`|w_after - w_before| / |w_before|`,
+    over the weight matrices). Over a window of sampled steps it stays above 1 (lr far too
+    high) or below 1e-5 (lr far too low, at the optimizer's initial lr).
+
+    ## Why it matters
+    With updates as large as the weights, training jumps around and diverges or dies (dead
+    ReLUs, loss stuck at chance); with updates a million times smaller than the weights, the
+    model does not move in any reasonable time. Neither raises an error.
+
+    ## Example
+    ```python
+    optimizer = torch.optim.Adam(model.parameters(), lr=10)
+    ```
+
+    ## Fix
+    Use the learning rate the message suggests (it scales the current lr so that updates are
+    about 1e-3..1e-1 of the weights), or run an LR range test. Typical values: Adam 1e-4..1e-3,
+    SGD with momentum 1e-3..1e-1.
+    """
+
+    code = "PG501"
+    name = "learning-rate-out-of-range"
+    summary = "updates are far too large or too small relative to the weights"
+    hint = "set the learning rate in the suggested range, or run an LR range test"
+
+    VALID = (
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+for _ in range(12):
+    optimizer.zero_grad()
+    nn.functional.mse_loss(model(torch.randn(16, 8)), torch.randn(16, 1)).backward()
+    optimizer.step()
+""",
+    )
+    INVALID = (
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+optimizer = torch.optim.Adam(model.parameters(), lr=50.0)
+for _ in range(3):
+    optimizer.zero_grad()
+    nn.functional.mse_loss(model(torch.randn(16, 8)), torch.randn(16, 1)).backward()
+    optimizer.step()  # expect: PG501
+""",
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+for _ in range(3):
+    optimizer.zero_grad()
+    nn.functional.mse_loss(model(torch.randn(16, 8)), torch.randn(16, 1)).backward()
+    optimizer.step()  # expect: PG501
+""",
+    )
+
+    def __init__(self, guard: Guard) -> None:
+        super().__init__(guard)
+        import torch
+
+        self._torch = torch
+        self._windows: dict[int, tuple[torch.optim.Optimizer, _UpdateWindow]] = {}
+
+    def _window(self, optimizer: torch.optim.Optimizer) -> _UpdateWindow:
+        known = self._windows.get(id(optimizer))
+        if known is not None and known[0] is optimizer:
+            return known[1]
+        weights, size = [], 0
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.dim() >= 2 and param.requires_grad and size < WEIGHT_BUDGET:
+                    weights.append(param)
+                    size += param.numel()
+        group = optimizer.param_groups[0]
+        initial = group.get("initial_lr", group["lr"])  # schedulers keep the lr they started at
+        window = _UpdateWindow(weights, initial)
+        self._windows[id(optimizer)] = (optimizer, window)
+        return window
+
+    def on_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.guard.steps % self.guard.check_every >= SAMPLED_STEPS:
+            return
+        window = self._window(optimizer)
+        weights = [weight for weight in window.weights if weight.grad is not None]
+        if not weights:
+            return
+        with self._torch.no_grad():
+            window.snapshot = (weights, self._torch._foreach_mul(weights, 1.0))
+        window.site = self.guard.user_site()
+
+    def on_step_done(self, optimizer: torch.optim.Optimizer) -> None:
+        known = self._windows.get(id(optimizer))
+        if known is None or known[1].snapshot is None:
+            return
+        window = known[1]
+        weights, before = window.snapshot or ([], [])
+        window.snapshot = None
+        torch = self._torch
+        with torch.no_grad():
+            device = before[0].device
+            change = torch._foreach_norm(torch._foreach_sub(weights, before))
+            size = torch._foreach_norm(before)
+            change_norm = torch.stack([n.to(device, torch.float32) for n in change]).norm()
+            size_norm = torch.stack([n.to(device, torch.float32) for n in size]).norm()
+            window.ratios.append(change_norm / size_norm)
+        window.lrs.append(_lr(optimizer))
+
+    def read_device_state(self, final: bool) -> None:
+        full = min(SAMPLED_STEPS, self.guard.check_every)
+        for optimizer, window in self._windows.values():
+            # A window still filling (findings read mid-run) waits for its samples.
+            if len(window.ratios) >= full or (final and window.ratios):
+                ratios = self._torch.stack(window.ratios).tolist()  # the one sync
+                lrs = [float(lr) for lr in window.lrs]
+                window.ratios, window.lrs = [], []
+                self._judge(optimizer, window, ratios, lrs)
+
+    def _judge(
+        self,
+        optimizer: torch.optim.Optimizer,
+        window: _UpdateWindow,
+        ratios: list[float],
+        lrs: list[float],
+    ) -> None:
+        # A zero update (no gradient reached the weights) says nothing about the lr.
+        valid = [ratio for ratio in ratios if math.isfinite(ratio) and ratio > 0]
+        if len(valid) < 2:
+            return
+        typical = math.exp(sum(math.log(ratio) for ratio in valid) / len(valid))
+        lr, name = lrs[-1], type(optimizer).__name__
+        if typical > TOO_HIGH:
+            low, high = _lr_range(lr, max(valid))
+            verdict = "far too high"
+        elif typical < TOO_LOW and lr <= float(window.initial_lr) and lrs[0] == lr:
+            # Only the lr the user chose: a decayed or warming-up schedule is not a mistake.
+            low, high = _lr_range(lr, typical)
+            verdict = "far too low"
+        else:
+            return
+        self.report(
+            f"{name} with lr={lr:g} changes the weights by {typical:.2g} of their size per "
+            f"step (training works around 1e-3..1e-1): the learning rate is {verdict}; "
+            f"try lr between {low:.0e} and {high:.0e}",
+            site=window.site,
+            count=len(valid),
+        )
+
+
+@dataclass
+class _LossSeries:
+    loss: Any  # the loss module, kept so that its id stays its own
+    site: Site | None
+    pending: list[torch.Tensor] = field(default_factory=list)
+    average: float = 0.0
+    steps: int = 0
+    initial: float | None = None
+    best: float = math.inf
+
+
+class LossDivergedMonitor(RuntimeMonitor):
+    """
+    ## What it catches
+    A training loss that is NaN or infinite, or that diverges: its smoothed value (the
+    debiased moving average an LR range test uses) rises above 4 times its best and above
+    where it started.
+
+    ## Why it matters
+    Once the loss is NaN, every weight becomes NaN at the next step and the rest of the run is
+    wasted; a diverging loss means the steps are too large for the landscape. Training loops
+    print a number and go on.
+
+    ## Example
+    ```python
+    optimizer = torch.optim.SGD(model.parameters(), lr=10.0)
+    ```
+
+    ## Fix
+    Lower the learning rate (an LR range test finds one), add warm-up or gradient clipping
+    (`torch.nn.utils.clip_grad_norm_`), and check the inputs and the loss for NaN sources
+    (log of 0, division by 0).
+    """
+
+    code = "PG502"
+    name = "loss-diverged"
+    summary = "the training loss is NaN/inf, or rises far above its best"
+    hint = "lower the learning rate, add warm-up or gradient clipping, check inputs for NaN"
+
+    VALID = (
+        """
+import torch
+from torch import nn
+torch.manual_seed(0)
+model = nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+loss_fn = nn.MSELoss()
+inputs = torch.randn(64, 4)
+targets = inputs.sum(1, keepdim=True)
+for _ in range(30):
+    optimizer.zero_grad()
+    loss_fn(model(inputs), targets).backward()
+    optimizer.step()
+""",
+    )
+    INVALID = (
+        """
+import torch
+from torch import nn
+model = nn.Linear(4, 1)
+loss_fn = nn.MSELoss()
+inputs, targets = torch.randn(8, 4), torch.randn(8, 1)
+inputs[0, 0] = float("nan")
+loss_fn(model(inputs), targets).backward()  # expect: PG502
+""",
+        """
+import torch
+from torch import nn
+torch.manual_seed(0)
+model = nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.4)
+loss_fn = nn.MSELoss()
+inputs = torch.randn(64, 4) * 3
+targets = inputs.sum(1, keepdim=True)
+for _ in range(30):
+    optimizer.zero_grad()
+    loss_fn(model(inputs), targets).backward()  # expect: PG502
+    optimizer.step()  # expect: PG501
+""",
+    )
+
+    def __init__(self, guard: Guard) -> None:
+        super().__init__(guard)
+        import torch
+
+        self._torch = torch
+        self._series: dict[int, _LossSeries] = {}
+
+    def on_loss_return(self, loss: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        # Training losses only (with a graph), and scalars (reduction="none" is not a loss yet).
+        if getattr(output, "grad_fn", None) is None or output.numel() != 1:
+            return
+        series = self._series.get(id(loss))
+        if series is None:
+            series = self._series[id(loss)] = _LossSeries(loss, self.guard.user_site())
+        series.pending.append(output.detach())
+        if len(series.pending) >= MAX_PENDING_LOSSES:  # losses without optimizer steps
+            self._read(series)
+
+    def read_device_state(self, final: bool) -> None:
+        for series in self._series.values():
+            if series.pending:
+                self._read(series)
+
+    def _read(self, series: _LossSeries) -> None:
+        values = self._torch.stack(series.pending).float().tolist()  # the one sync
+        series.pending.clear()
+        nonfinite, diverged, worst = 0, 0, 0.0
+        for value in values:
+            if not math.isfinite(value):
+                nonfinite += 1
+                continue
+            series.steps += 1
+            series.average = EMA_BETA * series.average + (1 - EMA_BETA) * value
+            smoothed = series.average / (1 - EMA_BETA**series.steps)
+            if series.initial is None:
+                series.initial = smoothed
+            series.best = min(series.best, smoothed)
+            if (
+                series.steps >= MIN_STEPS_FOR_TREND
+                and series.best > 0
+                and smoothed > DIVERGED_FACTOR * series.best
+                and smoothed > series.initial
+            ):
+                diverged += 1
+                worst = max(worst, smoothed)
+        name = type(series.loss).__name__
+        if nonfinite:
+            self.report(
+                f"the {name} loss was NaN or infinite at {nonfinite} of {len(values)} steps: "
+                "one such backward pass makes the weights NaN",
+                site=series.site,
+                count=nonfinite,
+            )
+        if diverged:
+            self.report(
+                f"the {name} loss diverged: its smoothed value reached {worst:.3g}, "
+                f"{worst / series.best:.3g} times its best ({series.best:.3g})",
+                site=series.site,
+                count=diverged,
+            )
+
+
+RUNTIME_MONITORS: tuple[type[RuntimeMonitor], ...] = (
+    LearningRateOutOfRangeMonitor,
+    LossDivergedMonitor,
+)
