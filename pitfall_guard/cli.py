@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import sys
 from collections.abc import Sequence
@@ -228,7 +229,18 @@ def _explain(query: str, plugins: Plugins, out: TextIO) -> int:
              if present is not None] or ["by the engine itself"]
     out.write(f"# {info.name} ({info.code})\n\n{info.summary}\n\n")
     out.write(f"Checked {' and '.join(sides)}.\n\n{info.doc.strip()}\n")
+    if info.static is not None and info.runtime is not None:
+        # The static docs lead; the runtime monitor adds what a real run sees.
+        seen = _section(inspect.cleandoc(info.runtime.__doc__ or ""), "What it catches")
+        if seen:
+            out.write(f"\n## At runtime (pitfall-guard run)\n{seen}\n")
     return EXIT_CLEAN
+
+
+def _section(doc: str, heading: str) -> str:
+    """The text under `## heading` in a rule's docs, up to the next heading."""
+    _, found, rest = doc.partition(f"## {heading}\n")
+    return rest.split("\n## ", 1)[0].strip() if found else ""
 
 
 def _list_rules(plugins: Plugins, output_format: str, out: TextIO) -> int:

@@ -24,19 +24,10 @@ def pitfall_guard_static_rules() -> list[type[StaticRule]]:
 
 @hookimpl
 def pitfall_guard_runtime_monitors() -> list[type[RuntimeMonitor]]:
-    # The runtime sections of each family; none imports torch before a guard is entered.
-    from . import (
-        devices_runtime,
-        eval_mode_runtime,
-        gradients_runtime,
-        learning_rate_runtime,
-        shapes_runtime,
-    )
-
     return [
-        *gradients_runtime.RUNTIME_MONITORS,
-        *devices_runtime.RUNTIME_MONITORS,
-        *eval_mode_runtime.RUNTIME_MONITORS,
-        *shapes_runtime.RUNTIME_MONITORS,
-        *learning_rate_runtime.RUNTIME_MONITORS,
+        *gradients.RUNTIME_MONITORS,
+        *devices.RUNTIME_MONITORS,
+        *eval_mode.RUNTIME_MONITORS,
+        *shapes.RUNTIME_MONITORS,
+        *learning_rate.RUNTIME_MONITORS,
     ]

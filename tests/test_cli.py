@@ -107,6 +107,8 @@ def test_rule_docs_and_rule_list(project: Path) -> None:
     for heading in ("What it catches", "Why it matters", "Example", "Fix"):
         assert f"## {heading}" in out
     assert run("rule", "gradients-not-cleared")[1] == out
+    assert "## At runtime (pitfall-guard run)" in out
+    assert "## At runtime" not in run("rule", "PG603")[1]
     assert run("rule", "PG999")[0] == 2
     code, listing = run("rules")
     assert code == 0 and "PG101  SR  gradients-not-cleared" in listing

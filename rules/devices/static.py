@@ -1,4 +1,4 @@
-"""PG2xx: devices. Tensors and modules that end up on different devices, and CUDA-only code."""
+"""PG2xx in the code: tensors and modules on different devices, and CUDA-only code."""
 
 from __future__ import annotations
 

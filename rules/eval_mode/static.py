@@ -1,4 +1,4 @@
-"""PG3xx: evaluation mode. model.eval(), torch.no_grad(), and model.train() afterwards."""
+"""PG3xx in the code: model.eval(), torch.no_grad(), and model.train() afterwards."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """PG5xx at runtime: update sizes far from what trains, losses that are NaN or diverge.
 
-(A section of the learning-rate family: the lead folds it into rules/learning_rate.py.) No
-torch import at module level: the plugin manager imports this module for `check` too.
+No torch import at module level: the plugin manager imports this module for `check` too.
 
 Both monitors need values that live on the device. They keep them there (a list of detached
 losses, the update ratios of a few sampled steps) and read them in one transfer when the

@@ -1,4 +1,4 @@
-"""PG1xx: gradients. What clears them, and when."""
+"""PG1xx in the code: gradients. What clears them, and when."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PG4xx: shapes. Layers that do not fit the data, and probabilities fed to a loss for logits."""
+"""PG4xx in the code: layers that do not fit the data, softmax fed to cross-entropy."""
 
 from __future__ import annotations
 

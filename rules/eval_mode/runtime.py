@@ -1,7 +1,6 @@
 """PG3xx at runtime: forward passes that no backward pass uses (evaluation), and their modes.
 
-(A section of the eval-mode family: the lead folds it into rules/eval_mode.py.) No torch
-import at module level: the plugin manager imports this module for `check` too.
+No torch import at module level: the plugin manager imports this module for `check` too.
 
 A forward pass is an evaluation when no backward pass ever reaches its output: either it
 built no graph (under `no_grad`/`inference_mode`), or its graph was freed unused. A hook on

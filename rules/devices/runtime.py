@@ -1,7 +1,6 @@
 """PG2xx at runtime: tensors that reach a module on another device than its parameters.
 
-(A section of the devices family: the lead folds it into rules/devices.py.) No torch import
-at module level: the plugin manager imports this module for `check` too.
+No torch import at module level: the plugin manager imports this module for `check` too.
 """
 
 from __future__ import annotations

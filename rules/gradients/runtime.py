@@ -1,7 +1,6 @@
 """PG1xx at runtime: which backward passes the gradients of each optimizer step come from.
 
-(A section of the gradients family: the lead folds it into rules/gradients.py.) No torch
-import at module level: the plugin manager imports this module for `check` too.
+No torch import at module level: the plugin manager imports this module for `check` too.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PG5xx: learning rates. Values no optimizer trains well with, and schedulers out of order."""
+"""PG5xx in the code: learning rates no optimizer trains with, schedulers out of order."""
 
 from __future__ import annotations
 

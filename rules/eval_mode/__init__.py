@@ -1,0 +1,10 @@
+"""PG3xx evaluation mode: model.eval(), torch.no_grad(), and model.train() after.
+
+One family, two sides that speak the same codes: `static` reads the code (libcst, never
+torch), `runtime` watches a real run (torch is imported only once a guard starts).
+"""
+
+from .runtime import RUNTIME_MONITORS
+from .static import STATIC_RULES
+
+__all__ = ["RUNTIME_MONITORS", "STATIC_RULES"]
