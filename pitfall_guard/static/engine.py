@@ -17,7 +17,7 @@ from pitfall_guard.findings import Finding, Location, Severity, Source
 from pitfall_guard.static.facts import Facts
 from pitfall_guard.static.noqa import apply_noqa, file_is_exempt
 from pitfall_guard.static.rule import FileContext, StaticRule
-from pitfall_guard.static.walk import VisitorMethod, walk
+from pitfall_guard.static.walk import VisitorMethod, visits_tokens, walk
 
 SYNTAX_ERROR = ("PG001", "syntax-error")
 INTERNAL_ERROR = ("PG002", "internal-error")
@@ -92,7 +92,7 @@ def _run_rules(
     module: cst.Module, source: str, path: str, rules: Sequence[type[StaticRule]]
 ) -> list[Finding]:
     try:
-        facts = Facts.build(module)
+        facts = Facts.build(module, source)
     except RecursionError:
         return [_internal_error(path, 1, "the facts pass", "the file is nested too deeply")]
     except Exception as error:  # reported as PG002, the run goes on
@@ -123,7 +123,11 @@ def _run_rules(
 
 
 def _visit(wrapper: MetadataWrapper, rules: Sequence[StaticRule]) -> None:
-    """One traversal for all rules, with the metadata any of them declared resolved first."""
+    """One traversal for all rules, with the metadata any of them declared resolved first.
+
+    Rules that only read the facts (`leave_Module`) need no traversal at all; whitespace and
+    punctuation are walked only when some rule asks for them.
+    """
     methods: dict[str, list[VisitorMethod]] = {}
     for rule in rules:
         for name, method in rule.get_visitors().items():
@@ -131,7 +135,12 @@ def _visit(wrapper: MetadataWrapper, rules: Sequence[StaticRule]) -> None:
     with ExitStack() as stack:
         for rule in rules:
             stack.enter_context(rule.resolve(wrapper))
-        walk(wrapper.module, methods)
+        module = wrapper.module
+        if set(methods) <= {"visit_Module", "leave_Module"}:
+            for method in (*methods.get("visit_Module", ()), *methods.get("leave_Module", ())):
+                method(module)
+            return
+        walk(module, methods, syntax_only=not any(map(visits_tokens, methods)))
 
 
 def _describe(error: BaseException) -> str:

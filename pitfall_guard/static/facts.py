@@ -231,15 +231,19 @@ class Facts:
         self.all_functions: list[Function] = [self.module_scope]
         self.calls: list[CallSite] = []
         self.accumulations: list[Accumulation] = []
+        # `a + b` between two names (the device rules compare where a and b live).
+        self.name_operations: list[cst.BinaryOperation] = []
+        # The text after each `#` (the walk skips whitespace, where libcst keeps comments).
         self.comments: list[str] = []
         # Values assigned where gradients are off (under no_grad, in a no_grad function).
         self.no_grad_values: set[cst.BaseExpression] = set()
-        self.strings: list[cst.SimpleString] = []
         self._clearing_functions: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, module: cst.Module) -> Facts:
+    def build(cls, module: cst.Module, source: str | None = None) -> Facts:
         facts = cls()
+        text = module.code if source is None else source
+        facts.comments = [line[line.index("#") :] for line in text.splitlines() if "#" in line]
         visitor = _FactsVisitor(facts)
         walk(module, {name: [method] for name, method in visitor_methods(visitor).items()})
         facts._classify_events()
@@ -635,12 +639,6 @@ class _FactsVisitor:
         self.loops = self.saved_loops.pop()
         self.functions.pop()
 
-    def visit_Comment(self, node: cst.Comment) -> None:
-        self.facts.comments.append(node.value)
-
-    def visit_SimpleString(self, node: cst.SimpleString) -> None:
-        self.facts.strings.append(node)
-
     def visit_Import(self, node: cst.Import) -> None:
         self.facts.imports.add_import(node)
 
@@ -722,6 +720,10 @@ class _FactsVisitor:
         self.facts.calls.append(
             CallSite(node, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0)
         )
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        if dotted_name(node.left) is not None and dotted_name(node.right) is not None:
+            self.facts.name_operations.append(node)
 
     def visit_Expr(self, node: cst.Expr) -> None:
         call = node.value

@@ -147,6 +147,8 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         for site in facts.calls:
             self._check_forward_call(site)
         self._check_forward_creations()
+        for operation in facts.name_operations:
+            self._check_mixed_arithmetic(operation)
 
     def _check_forward_call(self, site: CallSite) -> None:
         model = model_name(self.facts, site.node.func)
@@ -231,10 +233,8 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
                 hint="create it on the input's device: device=x.device (or x.new_zeros(...))",
             )
 
-    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
-        left, right = dotted_name(node.left), dotted_name(node.right)
-        if left is None or right is None:
-            return
+    def _check_mixed_arithmetic(self, node: cst.BinaryOperation) -> None:
+        left, right = dotted_name(node.left) or "", dotted_name(node.right) or ""
         if (self._on_gpu(left) and self._on_cpu(right)) or (
             self._on_gpu(right) and self._on_cpu(left)
         ):

@@ -154,3 +154,20 @@ def test_no_internal_errors_on_the_installed_torchvision_sources() -> None:
     result = engine.check_files(files, lambda _: rules)
     internal = [f"{f.path}: {f.message}" for f in result.findings if f.code in ("PG001", "PG002")]
     assert internal == []
+
+
+class TodoComments(StaticRule):
+    """Reports `# TODO` comments: proves that rules asking for comments still get them."""
+
+    code = "PG996"
+    name = "todo"
+    summary = "todo comments"
+
+    def visit_Comment(self, node: cst.Comment) -> None:
+        if "TODO" in node.value:
+            self.report(node, "a TODO")
+
+
+def test_rules_that_visit_comments_still_see_them() -> None:
+    findings = lint("import torch\nx = 1  # TODO: train\n", [TodoComments])
+    assert [(f.code, f.line) for f in findings] == [("PG996", 2)]
