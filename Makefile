@@ -30,10 +30,14 @@ install: $(VENV)/.installed
 
 demo: install
 	@echo '$$ pitfall-guard check fixtures/'
-	-@$(BIN)/pitfall-guard check fixtures/
+	@$(BIN)/pitfall-guard check fixtures/ || true
 	@echo
 	@echo '$$ pitfall-guard check reference_impl/'
 	@$(BIN)/pitfall-guard check reference_impl/
+	@echo
+	@echo '$$ pitfall-guard run fixtures/mutants/missing_zero_grad.py --max-steps 20 -- --synthetic'
+	@$(BIN)/pitfall-guard run fixtures/mutants/missing_zero_grad.py --max-steps 20 \
+		-- --synthetic | tail -n 8
 
 lint: install
 	$(BIN)/ruff check .
