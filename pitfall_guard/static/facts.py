@@ -1,33 +1,47 @@
 """What the names in a script are, learned once per file and shared by every rule.
 
-The facts pass reads the imports, classifies the objects the script builds (models,
-optimizers, schedulers, scalers, loss functions, loaders, samplers, datasets, devices),
-remembers which models and tensors are moved to a device, and records in source order, for
-every loop and every function, the training events: backward passes, optimizer and scheduler
-steps, gradient clearing, train/eval mode switches and calls to the file's own functions.
-Every call is also kept as a `CallSite` with its context (enclosing loops and function,
-whether gradients are disabled there), so rules can answer their questions without walking
-the tree again.
+The facts pass (`collect.py`) reads the imports, classifies the objects the script builds
+(models, optimizers, schedulers, scalers, loss functions, loaders, samplers, datasets,
+devices), remembers which models and tensors are moved to a device, and records in source
+order, for every loop and every function, the training events: backward passes, optimizer
+and scheduler steps, gradient clearing, train/eval mode switches and calls to the file's own
+functions. Every call is also kept as a `CallSite` with its context (enclosing loops and
+function, whether gradients are disabled there). `Facts` answers the rules' questions from
+these records, without walking the tree again.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import libcst as cst
 
+from pitfall_guard.static.code_model import (
+    MOVE_METHODS,
+    Accumulation,
+    CallSite,
+    ClassInfo,
+    EventKind,
+    Function,
+    GradEvent,
+    Loop,
+    called_function_name,
+    calls_within,
+    is_false,
+    is_grad,
+    method_name,
+    strip_chain,
+)
+from pitfall_guard.static.collect import FactsCollector
 from pitfall_guard.static.names import ImportTable, dotted_name, last_part
 from pitfall_guard.static.torch_api import (
     DTYPES,
     Kind,
     is_creation_function,
-    is_no_grad_context,
     kind_from_name,
     kind_of_constructor,
 )
-from pitfall_guard.static.walk import iter_children, visitor_methods, walk
+from pitfall_guard.static.walk import visitor_methods, walk
 
 __all__ = [
     "Accumulation",
@@ -39,174 +53,9 @@ __all__ = [
     "Kind",
     "Loop",
     "calls_within",
-    "receiver_chain",
+    "creation_without_device",
     "strip_chain",
 ]
-
-# Methods that return the same module or tensor, only moved or cast.
-CHAIN_METHODS = frozenset(
-    {
-        "to",
-        "cuda",
-        "cpu",
-        "train",
-        "eval",
-        "float",
-        "double",
-        "half",
-        "bfloat16",
-        "detach",
-        "requires_grad_",
-        "contiguous",
-        "share_memory",
-        "to_empty",
-    }
-)
-MOVE_METHODS = frozenset({"to", "cuda", "cpu"})
-
-
-class EventKind(enum.Enum):
-    BACKWARD = "backward"
-    STEP = "step"
-    CLOSURE_STEP = "closure-step"
-    SCHEDULER_STEP = "scheduler-step"
-    CLEAR = "clear"
-    EVAL_MODE = "eval-mode"
-    TRAIN_MODE = "train-mode"
-    CALL = "call"
-
-
-@dataclass(frozen=True)
-class GradEvent:
-    """One thing that matters to training, in source order.
-
-    `target` is the optimizer a step or a clear applies to (None: every parameter, as with
-    `model.zero_grad()` or `p.grad = None`), the model of a mode switch, or the function
-    name of a CALL.
-    """
-
-    kind: EventKind
-    target: str | None
-    node: cst.CSTNode
-
-
-@dataclass(eq=False)
-class Loop:
-    """A `for` or `while` loop and everything that happens inside it, nested loops included."""
-
-    node: cst.For | cst.While
-    parent: Loop | None
-    function: Function | None
-    raw: list[cst.CSTNode] = field(default_factory=list)
-    events: list[GradEvent] = field(default_factory=list)
-    assigned: set[str] = field(default_factory=set)
-
-    @property
-    def iterable(self) -> cst.BaseExpression | None:
-        return self.node.iter if isinstance(self.node, cst.For) else None
-
-    def target_names(self) -> set[str]:
-        if not isinstance(self.node, cst.For):
-            return set()
-        return {name for name in _bound_names(self.node.target)}
-
-    def has(self, kind: EventKind) -> bool:
-        return any(event.kind is kind for event in self.events)
-
-    def of_kind(self, kind: EventKind) -> Iterator[GradEvent]:
-        return (event for event in self.events if event.kind is kind)
-
-
-@dataclass(eq=False)
-class Function:
-    """A function or method of the file; the module's top-level code is one too (node None)."""
-
-    node: cst.FunctionDef | None
-    class_name: str | None = None
-    no_grad: bool = False
-    raw: list[cst.CSTNode] = field(default_factory=list)
-    events: list[GradEvent] = field(default_factory=list)
-    # What this scope assigns to each name, and the .to()/.cuda()/.cpu() calls applied to it.
-    assignments: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
-    moves: dict[str, list[cst.Call]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return "<module>" if self.node is None else self.node.name.value
-
-    def parameter_names(self) -> list[str]:
-        if self.node is None:
-            return []
-        params = self.node.params
-        return [p.name.value for p in (*params.posonly_params, *params.params)]
-
-
-@dataclass(frozen=True, eq=False)
-class CallSite:
-    """A call and where it happens."""
-
-    node: cst.Call
-    function: Function
-    loops: tuple[Loop, ...]
-    no_grad: bool
-
-
-@dataclass(frozen=True, eq=False)
-class Accumulation:
-    """`total += x` (or `total = total + x`) and where it happens."""
-
-    node: cst.CSTNode
-    target: str
-    added: cst.BaseExpression
-    function: Function
-    loops: tuple[Loop, ...]
-    no_grad: bool
-
-
-@dataclass
-class ClassInfo:
-    node: cst.ClassDef
-    bases: list[str]
-
-
-def strip_chain(node: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
-    """`Net().to(device).train()` → (`Net()`, [the .to call, the .train call])."""
-    chain: list[cst.Call] = []
-    while (
-        isinstance(node, cst.Call)
-        and isinstance(node.func, cst.Attribute)
-        and node.func.attr.value in CHAIN_METHODS
-    ):
-        chain.append(node)
-        node = node.func.value
-    chain.reverse()
-    return node, chain
-
-
-def receiver_chain(node: cst.BaseExpression) -> list[str]:
-    """The method names called along `x.detach().cpu()` from the outside in: [cpu, detach]."""
-    methods: list[str] = []
-    while True:
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-            methods.append(node.func.attr.value)
-            node = node.func.value
-        elif isinstance(node, cst.Attribute):
-            methods.append(node.attr.value)
-            node = node.value
-        elif isinstance(node, cst.Subscript):
-            node = node.value
-        else:
-            return methods
-
-
-def _bound_names(target: cst.BaseExpression) -> Iterator[str]:
-    if isinstance(target, cst.Name):
-        yield target.value
-    elif isinstance(target, cst.Tuple | cst.List):
-        for element in target.elements:
-            yield from _bound_names(element.value)
-    elif isinstance(target, cst.StarredElement):
-        yield from _bound_names(target.value)
 
 
 class Facts:
@@ -244,7 +93,7 @@ class Facts:
         facts = cls()
         text = module.code if source is None else source
         facts.comments = [line[line.index("#") :] for line in text.splitlines() if "#" in line]
-        visitor = _FactsVisitor(facts)
+        visitor = FactsCollector(facts)
         walk(module, {name: [method] for name, method in visitor_methods(visitor).items()})
         facts._classify_events()
         return facts
@@ -289,9 +138,6 @@ class Facts:
     def is_lightning_class(self, name: str) -> bool:
         info = self.classes.get(name)
         return info is not None and any(base.endswith("LightningModule") for base in info.bases)
-
-    def names_of_kind(self, kind: Kind) -> set[str]:
-        return {name for name, bound in self.bindings.items() if bound is kind}
 
     # -- devices -----------------------------------------------------------------------
 
@@ -359,7 +205,7 @@ class Facts:
 
     def is_device_move(self, call: cst.Call) -> bool:
         """`.to(device)`, `.cuda()`, `.cpu()`; not a dtype cast such as `.to(torch.float64)`."""
-        method = _method(call)
+        method = method_name(call)
         if method in ("cuda", "cpu"):
             return True
         if method != "to":
@@ -374,7 +220,7 @@ class Facts:
         return False
 
     def moves_to_cpu(self, call: cst.Call, depth: int = 2) -> bool:
-        method = _method(call)
+        method = method_name(call)
         if method != "to":
             return method == "cpu"
         device = next(
@@ -405,7 +251,7 @@ class Facts:
         self.assigned_to[value] = name
         base, chain = strip_chain(value)
         for call in chain:
-            if _method(call) in MOVE_METHODS:
+            if method_name(call) in MOVE_METHODS:
                 self.note_move(name, call, function)
         if not isinstance(base, cst.Call):
             return
@@ -485,7 +331,7 @@ class Facts:
 
     def callers_of(self, function_name: str) -> list[CallSite]:
         """The call sites of a function of the file (`f(...)` or `self.f(...)`)."""
-        return [site for site in self.calls if _called_function_name(site.node) == function_name]
+        return [site for site in self.calls if called_function_name(site.node) == function_name]
 
     def grad_disabled(self, site: CallSite) -> bool:
         """Gradients are off at `site`: under no_grad, in a no_grad function, or in a function
@@ -527,7 +373,7 @@ class Facts:
         func = node.func
         if self.qualified_name(func) == "torch.autograd.backward":
             return GradEvent(EventKind.BACKWARD, None, node)
-        called = _called_function_name(node)
+        called = called_function_name(node)
         if called is not None:
             return GradEvent(EventKind.CALL, called, node)
         if not isinstance(func, cst.Attribute):
@@ -540,12 +386,12 @@ class Facts:
         if method == "zero_grad":
             is_optimizer = self.kind_of(receiver) is Kind.OPTIMIZER
             return GradEvent(EventKind.CLEAR, dotted_name(receiver) if is_optimizer else None, node)
-        if method in ("zero_", "fill_") and _is_grad(receiver):
+        if method in ("zero_", "fill_") and is_grad(receiver):
             return GradEvent(EventKind.CLEAR, None, node)
         if method == "eval" and not node.args:
             return GradEvent(EventKind.EVAL_MODE, dotted_name(receiver), node)
         if method == "train":
-            turns_off = bool(node.args) and _is_false(node.args[0].value)
+            turns_off = bool(node.args) and is_false(node.args[0].value)
             kind = EventKind.EVAL_MODE if turns_off else EventKind.TRAIN_MODE
             return GradEvent(kind, dotted_name(receiver), node)
         return None
@@ -577,249 +423,6 @@ def _argument_for(call: cst.Call, function: Function, parameter: str) -> cst.Bas
     index = names.index(parameter) if parameter in names else -1
     positional = [arg for arg in call.args if arg.keyword is None and not arg.star]
     return positional[index].value if 0 <= index < len(positional) else None
-
-
-def _method(call: cst.Call) -> str | None:
-    return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
-
-
-def _called_function_name(call: cst.Call) -> str | None:
-    """`f` for `f(...)` and for `self.f(...)`: calls that may reach a function of the file."""
-    func = call.func
-    if isinstance(func, cst.Name):
-        return func.value
-    if (
-        isinstance(func, cst.Attribute)
-        and isinstance(func.value, cst.Name)
-        and func.value.value == "self"
-        and func.attr.value not in ("eval", "train", "zero_grad")
-    ):
-        return func.attr.value
-    return None
-
-
-def _is_false(node: cst.BaseExpression) -> bool:
-    return isinstance(node, cst.Name) and node.value == "False"
-
-
-def _is_grad(node: cst.BaseExpression) -> bool:
-    """`p.grad` or `p.grad.data`."""
-    if isinstance(node, cst.Attribute) and node.attr.value == "data":
-        node = node.value
-    return isinstance(node, cst.Attribute) and node.attr.value == "grad"
-
-
-def _assigns_grad(targets: Sequence[cst.BaseExpression]) -> bool:
-    return any(isinstance(t, cst.Attribute) and t.attr.value == "grad" for t in targets)
-
-
-class _FactsVisitor:
-    """One walk over the module that fills a Facts (events are classified afterwards)."""
-
-    def __init__(self, facts: Facts) -> None:
-        self.facts = facts
-        self.loops: list[Loop] = []
-        self.functions: list[Function] = [facts.module_scope]
-        self.classes: list[str | None] = [None]
-        self.saved_loops: list[list[Loop]] = []
-        self.no_grad_depth = 0
-        self.no_grad_withs: set[cst.With] = set()
-
-    def _record(self, node: cst.CSTNode) -> None:
-        for loop in self.loops:
-            loop.raw.append(node)
-        self.functions[-1].raw.append(node)
-
-    def _enter_scope(self, function: Function) -> None:
-        self.saved_loops.append(self.loops)
-        self.loops = []
-        self.functions.append(function)
-
-    def _leave_scope(self) -> None:
-        self.loops = self.saved_loops.pop()
-        self.functions.pop()
-
-    def visit_Import(self, node: cst.Import) -> None:
-        self.facts.imports.add_import(node)
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        self.facts.imports.add_import_from(node)
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        bases = [self.facts.qualified_name(arg.value) or "" for arg in node.bases]
-        self.facts.classes.setdefault(node.name.value, ClassInfo(node, bases))
-        self.classes.append(node.name.value)
-
-    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        self.classes.pop()
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        no_grad = any(
-            is_no_grad_context(self.facts.qualified_name(_decorator_callee(d.decorator)))
-            for d in node.decorators
-        )
-        function = Function(node, class_name=self.classes[-1], no_grad=no_grad)
-        self.facts.functions.setdefault(node.name.value, function)
-        self.facts.all_functions.append(function)
-        self._enter_scope(function)
-        self.classes.append(None)
-        if no_grad:
-            self.no_grad_depth += 1
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        if self.functions[-1].no_grad:
-            self.no_grad_depth -= 1
-        self.classes.pop()
-        self._leave_scope()
-
-    def visit_Lambda(self, node: cst.Lambda) -> None:
-        self._enter_scope(Function(None))
-
-    def leave_Lambda(self, original_node: cst.Lambda) -> None:
-        self._leave_scope()
-
-    def visit_With(self, node: cst.With) -> None:
-        if any(
-            isinstance(item.item, cst.Call) and self._disables_grad(item.item)
-            for item in node.items
-        ):
-            self.no_grad_withs.add(node)
-            self.no_grad_depth += 1
-
-    def leave_With(self, original_node: cst.With) -> None:
-        if original_node in self.no_grad_withs:
-            self.no_grad_depth -= 1
-
-    def _disables_grad(self, call: cst.Call) -> bool:
-        qualified = self.facts.qualified_name(call.func)
-        if qualified in ("torch.set_grad_enabled", "torch.autograd.set_grad_enabled"):
-            return bool(call.args) and _is_false(call.args[0].value)
-        return is_no_grad_context(qualified)
-
-    def _enter_loop(self, node: cst.For | cst.While) -> None:
-        loop = Loop(
-            node, parent=self.loops[-1] if self.loops else None, function=self.functions[-1]
-        )
-        self.facts.loops.append(loop)
-        self.loops.append(loop)
-
-    def visit_For(self, node: cst.For) -> None:
-        self._enter_loop(node)
-
-    def leave_For(self, original_node: cst.For) -> None:
-        self.loops.pop()
-
-    def visit_While(self, node: cst.While) -> None:
-        self._enter_loop(node)
-
-    def leave_While(self, original_node: cst.While) -> None:
-        self.loops.pop()
-
-    def visit_Call(self, node: cst.Call) -> None:
-        self._record(node)
-        self.facts.calls.append(
-            CallSite(node, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0)
-        )
-
-    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
-        if dotted_name(node.left) is not None and dotted_name(node.right) is not None:
-            self.facts.name_operations.append(node)
-
-    def visit_Expr(self, node: cst.Expr) -> None:
-        call = node.value
-        if not isinstance(call, cst.Call):
-            return
-        # `model.to(device)` as a statement moves the module in place.
-        if _method(call) in MOVE_METHODS and isinstance(call.func, cst.Attribute):
-            name = dotted_name(call.func.value)
-            if name is not None:
-                self.facts.note_move(name, call, self.functions[-1])
-        # `torch.set_grad_enabled(False)` as a statement: the rest of the scope has no grad.
-        qualified = self.facts.qualified_name(call.func)
-        if qualified in ("torch.set_grad_enabled", "torch.autograd.set_grad_enabled") and (
-            call.args and _is_false(call.args[0].value)
-        ):
-            self.functions[-1].no_grad = True
-
-    def _note_assignment(
-        self, targets: Sequence[cst.BaseExpression], value: cst.BaseExpression
-    ) -> None:
-        if self.no_grad_depth > 0:
-            self.facts.no_grad_values.add(value)
-        names = {name for target in targets for name in _bound_names(target)}
-        for loop in self.loops:
-            loop.assigned |= names
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        self._note_assignment([t.target for t in node.targets], node.value)
-        # `total = total + loss` is `total += loss` written out.
-        total = node.value
-        if (
-            len(node.targets) == 1
-            and isinstance(total, cst.BinaryOperation)
-            and isinstance(total.operator, cst.Add)
-        ):
-            name = dotted_name(node.targets[0].target)
-            if name is not None and name == dotted_name(total.left):
-                self._accumulation(node, name, total.right)
-        if _assigns_grad([t.target for t in node.targets]):
-            self._record(node)
-        function = self.functions[-1]
-        for target in node.targets:
-            self.facts.bind(target.target, node.value, function)
-            if not isinstance(target.target, cst.Tuple | cst.List):
-                continue
-            if isinstance(node.value, cst.Tuple):
-                for element, value in zip(
-                    target.target.elements, node.value.elements, strict=False
-                ):
-                    self.facts.bind(element.value, value.value, function)
-            else:
-                # `model, loader = accelerator.prepare(model, loader)`: each name is reassigned.
-                for name in _bound_names(target.target):
-                    self.facts.assignments.setdefault(name, []).append(node.value)
-                    function.assignments.setdefault(name, []).append(node.value)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if node.value is not None:
-            self._note_assignment([node.target], node.value)
-        if node.value is not None and _assigns_grad([node.target]):
-            self._record(node)
-        self.facts.bind(node.target, node.value, self.functions[-1])
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        target = dotted_name(node.target)
-        if target is not None and isinstance(node.operator, cst.AddAssign):
-            self._accumulation(node, target, node.value)
-
-    def _accumulation(self, node: cst.CSTNode, target: str, added: cst.BaseExpression) -> None:
-        self.facts.accumulations.append(
-            Accumulation(
-                node, target, added, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0
-            )
-        )
-
-    def visit_Param(self, node: cst.Param) -> None:
-        if node.annotation is None:
-            return
-        qualified = self.facts.qualified_name(node.annotation.annotation)
-        kind = None if qualified is None else kind_of_constructor(qualified)
-        if kind is not None:
-            self.facts.annotated[node.name.value] = kind
-
-
-def calls_within(node: cst.CSTNode) -> Iterator[cst.Call]:
-    """Every call inside `node`, itself included."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, cst.Call):
-            yield current
-        stack.extend(iter_children(current))
-
-
-def _decorator_callee(node: cst.BaseExpression) -> cst.BaseExpression:
-    return node.func if isinstance(node, cst.Call) else node
 
 
 def creation_without_device(facts: Facts, call: cst.Call) -> bool:

@@ -67,8 +67,3 @@ class ImportTable:
         head, _, rest = name.partition(".")
         resolved = self._aliases.get(head, head)
         return f"{resolved}.{rest}" if rest else resolved
-
-    def imports_module(self, prefix: str) -> bool:
-        return any(
-            target == prefix or target.startswith(prefix + ".") for target in self._aliases.values()
-        )

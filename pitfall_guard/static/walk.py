@@ -21,17 +21,47 @@ VisitorMethod = Callable[[cst.CSTNode], None]
 # no interest to rules that read code. A walk with syntax_only=True does not enter them.
 _TOKEN_FIELDS = frozenset(
     {
-        "lpar", "rpar", "comma", "leading_lines", "lines_after_decorators", "header", "footer",
-        "trailing_whitespace", "newline", "semicolon", "equal", "colon", "dot", "lbracket",
-        "rbracket", "lbrace", "rbrace", "whitespace", "asynchronous",
+        "lpar",
+        "rpar",
+        "comma",
+        "leading_lines",
+        "lines_after_decorators",
+        "header",
+        "footer",
+        "trailing_whitespace",
+        "newline",
+        "semicolon",
+        "equal",
+        "colon",
+        "dot",
+        "lbracket",
+        "rbracket",
+        "lbrace",
+        "rbrace",
+        "whitespace",
+        "asynchronous",
     }
 )
 _TOKEN_NODES = frozenset(
     {
-        "Comment", "EmptyLine", "Newline", "SimpleWhitespace", "ParenthesizedWhitespace",
-        "TrailingWhitespace", "Comma", "LeftParen", "RightParen", "LeftSquareBracket",
-        "RightSquareBracket", "LeftCurlyBrace", "RightCurlyBrace", "Semicolon", "AssignEqual",
-        "Colon", "Dot", "Asynchronous",
+        "Comment",
+        "EmptyLine",
+        "Newline",
+        "SimpleWhitespace",
+        "ParenthesizedWhitespace",
+        "TrailingWhitespace",
+        "Comma",
+        "LeftParen",
+        "RightParen",
+        "LeftSquareBracket",
+        "RightSquareBracket",
+        "LeftCurlyBrace",
+        "RightCurlyBrace",
+        "Semicolon",
+        "AssignEqual",
+        "Colon",
+        "Dot",
+        "Asynchronous",
     }
 )
 _FIELDS: dict[tuple[type[cst.CSTNode], bool], tuple[str, ...]] = {}
