@@ -1,0 +1,1 @@
+"""The static side: reads scripts with libcst, never imports or runs them (nor torch)."""
