@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import weakref
 from collections import Counter
 from collections.abc import Callable
@@ -60,6 +61,22 @@ def _in_module_init(frame: FrameType) -> bool:
     return frame.f_code.co_name == "__init__" and isinstance(
         frame.f_locals.get("self"), torch.nn.Module
     )
+
+
+# Frames of the module-call machinery, between a hook and the code that called the model.
+_CALL_MACHINERY = ("torch.nn.modules.module", "torch.utils.hooks", "torch.utils._contextlib")
+
+
+def _driven_by_torch(user: FrameType) -> bool:
+    """Whether a torch function (not the module-call machinery) called the model for the
+    user's frame `user`."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame is not user:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.startswith("torch.") and not module.startswith(_CALL_MACHINERY):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,8 @@ class EvaluationForwards(RuntimeListener):
         frame = user_frame()
         if frame is None or _in_module_init(frame) or self._tracing() is not None:
             return  # building a model, or torch.jit.trace running it: not an evaluation
+        if _driven_by_torch(frame):
+            return  # torch itself runs it, as swa_utils.update_bn() recomputing BN statistics
         layer = self._training_layer
         described = (
             None if layer is None else (f"{module_path(layer, model)} ({describe_layer(layer)})")
@@ -399,7 +418,8 @@ for _ in range(2):
 
         self._grad_enabled = torch.is_grad_enabled
         self._models: dict[int, torch.nn.Module] = {}  # called with grad since the last step
-        self._trains: dict[tuple[int, int], bool] = {}  # (model, optimizer): shares parameters
+        # (optimizer, model): the parameters the optimizer updates in the model
+        self._trains: dict[tuple[int, int], list[torch.Tensor]] = {}
 
     def on_model_call(self, model: torch.nn.Module, args: tuple[Any, ...]) -> None:
         if self._grad_enabled():
@@ -417,12 +437,14 @@ for _ in range(2):
         self._models.clear()
 
     def _steps(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> bool:
+        """Whether the step updates the model: a parameter of both that is not frozen (a
+        frozen backbone in eval mode may sit in the optimizer's parameter list)."""
         key = (id(optimizer), id(model))
-        known = self._trains.get(key)
-        if known is None:
+        shared = self._trains.get(key)
+        if shared is None:
             stepped = {id(param) for param in optimizer_params(optimizer)}
-            known = self._trains[key] = any(id(p) in stepped for p in model.parameters())
-        return known
+            shared = self._trains[key] = [p for p in model.parameters() if id(p) in stepped]
+        return any(param.requires_grad for param in shared)
 
 
 RUNTIME_MONITORS: tuple[type[RuntimeMonitor], ...] = (

@@ -10,6 +10,7 @@ guard asks, every K steps and at exit: never a host-device sync per step.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 SAMPLED_STEPS = 3  # the first steps of each window of K steps have their update measured
 TOO_HIGH = 1.0  # updates as large as the weights themselves, step after step
 TOO_LOW = 1e-5  # the weights barely move: a thousandth of the ~1e-3..1e-2 that trains
+NEAR_ZERO_RMS = 1e-3  # weights that start with a root-mean-square below this are left out
 WEIGHT_BUDGET = 16_000_000  # elements copied per sampled step, at most
 EMA_BETA = 0.98  # the smoothing of the LR range test (fastai's lr_find)
 DIVERGED_FACTOR = 4.0  # the LR range test stops when the smoothed loss is 4x its best
@@ -121,6 +123,7 @@ for _ in range(3):
 
         self._torch = torch
         self._windows: dict[int, tuple[torch.optim.Optimizer, _UpdateWindow]] = {}
+        self._initial: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
 
     def _window(self, optimizer: torch.optim.Optimizer) -> _UpdateWindow:
         known = self._windows.get(id(optimizer))
@@ -161,10 +164,31 @@ for _ in range(3):
             device = before[0].device
             change = torch._foreach_norm(torch._foreach_sub(weights, before))
             size = torch._foreach_norm(before)
-            change_norm = torch.stack([n.to(device, torch.float32) for n in change]).norm()
-            size_norm = torch.stack([n.to(device, torch.float32) for n in size]).norm()
+            changes = torch.stack([n.to(device, torch.float32) for n in change])
+            sizes = torch.stack([n.to(device, torch.float32) for n in size])
+            # Weights that started at (nearly) zero, such as a zero-initialised layer or
+            # LoRA's B, change by a large part of their size for many steps whatever the lr:
+            # leave them out (on the device, with where(): a boolean index would sync).
+            grown = torch.stack(
+                [self._started_nonzero(w, n, device) for w, n in zip(weights, size, strict=True)]
+            )
+            change_norm = torch.where(grown, changes, 0.0).norm()
+            size_norm = torch.where(grown, sizes, 0.0).norm()
             window.ratios.append(change_norm / size_norm)
         window.lrs.append(_lr(optimizer))
+
+    def _started_nonzero(
+        self, weight: torch.Tensor, norm: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
+        """On the device: whether the weight's root-mean-square was above NEAR_ZERO_RMS the
+        first time it was measured (kept, so that it is judged once, before it grows)."""
+        known = self._initial.get(id(weight))
+        if known is None or known[0]() is not weight:
+            flag = (
+                norm.to(device, self._torch.float32) / math.sqrt(weight.numel())
+            ) > NEAR_ZERO_RMS
+            known = self._initial[id(weight)] = (weakref.ref(weight), flag)
+        return known[1]
 
     def read_device_state(self, final: bool) -> None:
         full = min(SAMPLED_STEPS, self.guard.check_every)
@@ -199,7 +223,7 @@ for _ in range(3):
         else:
             return
         self.report(
-            f"{name} with lr={lr:g} changes the weights by {typical:.2g} of their size per "
+            f"{name} with lr={lr:g} changes the weights by {typical:.2g}x their size per "
             f"step (training works around 1e-3..1e-1): the learning rate is {verdict}; "
             f"try lr between {low:.0e} and {high:.0e}",
             site=window.site,

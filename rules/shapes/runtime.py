@@ -160,6 +160,15 @@ from torch import nn
 model = nn.Linear(4, 1)
 nn.MSELoss()(model(torch.randn(8, 4)).squeeze(1), torch.randn(8)).backward()
 """,
+        # a constant target, as in a GAN's "real" label
+        """
+import warnings
+import torch
+from torch import nn
+warnings.simplefilter("ignore")  # PyTorch warns about any size difference, even this one
+discriminator = nn.Linear(4, 1)
+nn.MSELoss()(discriminator(torch.randn(8, 4)), torch.tensor(1.0)).backward()
+""",
     )
     INVALID = (
         """
@@ -184,6 +193,8 @@ nn.MSELoss()(model(torch.randn(8, 4)), torch.randn(8)).backward()  # expect: PG4
             shape = torch.broadcast_shapes(tensors[0].shape, tensors[1].shape)
         except RuntimeError:
             return  # PyTorch raises its own error for shapes that do not broadcast
+        if shape == tensors[0].shape:
+            return  # a target spread over the input (`torch.tensor(1.0)`) is deliberate
         self.report(
             f"{type(loss).__name__} compares an input of shape {shape_text(tensors[0])} with a "
             f"target of shape {shape_text(tensors[1])}: they broadcast to "
