@@ -124,6 +124,8 @@ class EvaluationForwards(RuntimeListener):
         self._training_layer: torch.nn.Module | None = None
         self._trained = False
         self._unused_before_training: Counter[Evaluation] = Counter()
+        # Forwards under no_grad since the last backward pass, by model.
+        self._pending: dict[int, Counter[Evaluation]] = {}
         self._open = True
 
     def subscribe(self, callback: Callable[[Evaluation, int], None]) -> None:
@@ -131,6 +133,7 @@ class EvaluationForwards(RuntimeListener):
         self._subscribers.append(callback)
 
     def training_seen(self) -> None:
+        self._pending.clear()  # those forwards fed training, they were not evaluations
         if not self._trained:
             self._trained = True
             waiting, self._unused_before_training = self._unused_before_training, Counter()
@@ -170,15 +173,32 @@ class EvaluationForwards(RuntimeListener):
         graph = [tensor for tensor in tensors_in(output) if tensor.grad_fn is not None]
         evaluation = Evaluation(type(model).__name__, site_of(frame), bool(graph), described)
         if not graph:
-            self.publish(evaluation)
+            self._gradient_free(id(model), evaluation)
             return
         watch = _GraphWatch(self, evaluation)
         watch.handles = [tensor.register_hook(watch) for tensor in graph]
         self._watches.add(watch)
 
+    def _gradient_free(self, model: int, evaluation: Evaluation) -> None:
+        """A forward under no_grad: an evaluation if more of them follow before the next
+        backward pass (or the run ends); one between two training steps computes a target or
+        an input for training instead (a GAN's fakes, a teacher's or momentum encoder's
+        outputs, pseudo-labels, a shape probe)."""
+        pending = self._pending.setdefault(model, Counter())
+        pending[evaluation] += 1
+        if sum(pending.values()) >= 2:
+            for waiting, count in pending.items():
+                self.publish(waiting, count)
+            pending.clear()
+
     def finish(self, completed: bool) -> None:
         # Graphs still alive at the end were never back-propagated either; after a crash or a
         # --max-steps stop, a backward pass may simply not have had its turn.
+        if completed:
+            for pending in self._pending.values():
+                for evaluation, count in pending.items():
+                    self.publish(evaluation, count)
+        self._pending.clear()
         for watch in list(self._watches):
             if completed and not watch.backpropagated:
                 self.publish(watch.evaluation)
