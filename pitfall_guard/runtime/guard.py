@@ -67,9 +67,7 @@ class Guard(contextlib.ContextDecorator):
         if check_every < 1:
             raise ValueError(f"check_every must be at least 1, got {check_every}")
         base = config if config is not None else load_config()
-        self.config = base.with_overrides(
-            select=select, extend_select=extend_select, ignore=ignore
-        )
+        self.config = base.with_overrides(select=select, extend_select=extend_select, ignore=ignore)
         self.plugins = plugins or load_plugins(tuple(sorted(self.config.disable_plugins)))
         self.config.validate_codes(self.plugins.codes)
         available = self.plugins.runtime_monitors if monitors is None else monitors

@@ -98,6 +98,7 @@ class EventDispatcher:
         self._grads_cleared = routes["on_grads_cleared"]
         self._step = routes["on_step"]
         self._step_done = routes["on_step_done"]
+        self._backward = routes["on_backward"]
         self._read_device_state = routes["read_device_state"]
         self._finish = routes["finish"]
 
@@ -137,11 +138,18 @@ class EventDispatcher:
         if self._grads_cleared or self._wants_params():
             self._wrap_zero_grad(torch.optim.Optimizer, optimizer_params)
             self._wrap_zero_grad(torch.nn.Module, lambda module: list(module.parameters()))
+        if self._backward:
+            self._wrap_backward(torch.Tensor)
 
     def _wants_modules(self) -> bool:
         return bool(
-            self._model_call or self._model_return or self._module_call or self._module_return
-            or self._module_error or self._loss_call or self._loss_return
+            self._model_call
+            or self._model_return
+            or self._module_call
+            or self._module_return
+            or self._module_error
+            or self._loss_call
+            or self._loss_return
             or self._wants_params()  # parameters are hooked when their model is first called
         )
 
@@ -164,6 +172,20 @@ class EventDispatcher:
         zero_grad.__doc__ = original.__doc__
         owner.zero_grad = zero_grad  # type: ignore[attr-defined]
         self._restores.append(lambda: setattr(owner, "zero_grad", original))
+
+    def _wrap_backward(self, tensor_type: type) -> None:
+        original = tensor_type.__dict__["backward"]
+        dispatcher = self
+
+        def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == dispatcher._thread:
+                dispatcher._emit(dispatcher._backward, self)
+            return original(self, *args, **kwargs)
+
+        backward.__wrapped__ = original  # type: ignore[attr-defined]
+        backward.__doc__ = original.__doc__
+        tensor_type.backward = backward  # type: ignore[attr-defined]
+        self._restores.append(lambda: setattr(tensor_type, "backward", original))
 
     def uninstall(self) -> None:
         for handle in self._handles:

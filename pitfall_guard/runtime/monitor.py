@@ -33,6 +33,7 @@ EVENTS = (
     "on_grads_cleared",
     "on_step",
     "on_step_done",
+    "on_backward",
     "read_device_state",
     "finish",
 )
@@ -88,6 +89,9 @@ class RuntimeListener:
 
     def on_step_done(self, optimizer: torch.optim.Optimizer) -> None:
         """`optimizer.step()` has updated the parameters."""
+
+    def on_backward(self, tensor: torch.Tensor) -> None:
+        """`tensor.backward()` is about to run (the tensor is usually the loss)."""
 
     def read_device_state(self, final: bool) -> None:
         """Every K optimizer steps, and once when the guard exits (`final`): the only time a

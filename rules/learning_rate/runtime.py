@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,10 @@ for _ in range(3):
         )
 
 
+class _FunctionalLoss:
+    """Stands for a loss computed without a loss module (named "training" in messages)."""
+
+
 @dataclass
 class _LossSeries:
     loss: Any  # the loss module, kept so that its id stays its own
@@ -296,6 +301,16 @@ inputs, targets = torch.randn(8, 4), torch.randn(8, 1)
 inputs[0, 0] = float("nan")
 loss_fn(model(inputs), targets).backward()  # expect: PG502
 """,
+        # a loss computed with functions is seen when it is back-propagated
+        """
+import torch
+from torch import nn
+model = nn.Linear(4, 1)
+inputs, targets = torch.randn(8, 4), torch.randn(8, 1)
+inputs[0, 0] = float("nan")
+loss = nn.functional.mse_loss(model(inputs), targets)
+loss.backward()  # expect: PG502
+""",
         """
 import torch
 from torch import nn
@@ -317,15 +332,33 @@ for _ in range(30):
         import torch
 
         self._torch = torch
-        self._series: dict[int, _LossSeries] = {}
+        self._series: dict[object, _LossSeries] = {}
+        # The latest outputs of loss modules, by identity (`==` on tensors would compare
+        # values, on the device): their backward() is already followed by on_loss_return.
+        self._module_losses: deque[weakref.ref[torch.Tensor]] = deque(maxlen=16)
 
     def on_loss_return(self, loss: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         # Training losses only (with a graph), and scalars (reduction="none" is not a loss yet).
         if getattr(output, "grad_fn", None) is None or output.numel() != 1:
             return
-        series = self._series.get(id(loss))
+        self._module_losses.append(weakref.ref(output))
+        self._record(id(loss), loss, output)
+
+    def on_backward(self, tensor: torch.Tensor) -> None:
+        # A loss computed with functions (F.mse_loss, a formula): seen when it is
+        # back-propagated, and followed per line of that backward() call.
+        if tensor.numel() != 1 or any(ref() is tensor for ref in self._module_losses):
+            return
+        site = self.guard.user_site()
+        key = ("backward", site.code, site.line) if site is not None else ("backward",)
+        self._record(key, _FunctionalLoss(), tensor, site)
+
+    def _record(
+        self, key: object, loss: Any, output: torch.Tensor, site: Site | None = None
+    ) -> None:
+        series = self._series.get(key)
         if series is None:
-            series = self._series[id(loss)] = _LossSeries(loss, self.guard.user_site())
+            series = self._series[key] = _LossSeries(loss, site or self.guard.user_site())
         series.pending.append(output.detach())
         if len(series.pending) >= MAX_PENDING_LOSSES:  # losses without optimizer steps
             self._read(series)
@@ -357,7 +390,9 @@ for _ in range(30):
             ):
                 diverged += 1
                 worst = max(worst, smoothed)
-        name = type(series.loss).__name__
+        name = (
+            "training" if isinstance(series.loss, _FunctionalLoss) else type(series.loss).__name__
+        )
         if nonfinite:
             self.report(
                 f"the {name} loss was NaN or infinite at {nonfinite} of {len(values)} steps: "
