@@ -14,7 +14,6 @@ The last line printed is ``overhead_ratio=<guarded step time / unguarded step ti
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import time
 import warnings
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterator
 import torch
 from pitfall_guard.reference_impl.model import MnistCnn
 from pitfall_guard.reference_impl.train import autocast_dtype, mixed_precision, select_device
+from reference_throughput import synthetic_batches  # the sibling benchmark's batches
 from torch import nn
 
 from pitfall_guard.config import Config
@@ -41,17 +41,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--check-every", type=int, default=10, help="the guard's K")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     return parser.parse_args()
-
-
-def synthetic_batches(batch_size: int, device: torch.device) -> Iterator[Batch]:
-    batches = [
-        (
-            torch.randn(batch_size, 1, 28, 28, device=device),
-            torch.randint(0, 10, (batch_size,), device=device),
-        )
-        for _ in range(4)
-    ]
-    return itertools.cycle(batches)
 
 
 def make_step(device: torch.device, amp: bool) -> Callable[[Batch], None]:
