@@ -13,7 +13,7 @@ from typing import TextIO
 
 from pitfall_guard import __version__
 from pitfall_guard.config import Config, ConfigError, load_config
-from pitfall_guard.findings import Finding
+from pitfall_guard.findings import Finding, Maturity
 from pitfall_guard.plugins import CodeInfo, PluginError, Plugins, load_plugins
 from pitfall_guard.report.base import RunSummary, use_color
 from pitfall_guard.static.discovery import PathNotFoundError, discover
@@ -50,6 +50,15 @@ def build_parser(output_formats: Sequence[str]) -> argparse.ArgumentParser:
     check.add_argument("--output-format", choices=output_formats, default="full")
     check.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings")
     check.add_argument("--statistics", action="store_true", help="count findings per code")
+    check.add_argument(
+        "--preview", action="store_true",
+        help="also run the preview rules that the selection matches (see `rules`)",
+    )
+    check.add_argument(
+        "--torch-version", metavar="X.Y",
+        help="the lowest torch the code must be right for (default: the project's pins, "
+        "else the installed torch)",
+    )
     check.add_argument(
         "--jobs", type=int, default=None, metavar="N",
         help="processes to check files with (default: one per core)",
@@ -149,16 +158,29 @@ def _disabled_plugins_from(argv: list[str]) -> tuple[str, ...]:
 
 def _check(args: argparse.Namespace, config: Config, plugins: Plugins, out: TextIO) -> int:
     config = config.with_overrides(
-        select=args.select, extend_select=args.extend_select, ignore=args.ignore
+        select=args.select,
+        extend_select=args.extend_select,
+        ignore=args.ignore,
+        preview=args.preview,
+        torch_version=args.torch_version,
     )
     config.validate_codes(plugins.codes)
     files = discover(args.paths, config.exclude, config.root)
     if not files:
         raise UsageError(f"no Python files found in {' '.join(args.paths)}")
-    rules = [rule for rule in plugins.static_rules if config.is_enabled(rule.code)]
-    result = check_files(files, lambda path: _rules_for(path, rules, config), jobs=args.jobs)
+    rules = plugins.enabled_static_rules(config)
+    result = check_files(
+        files,
+        lambda path: _rules_for(path, rules, config, plugins),
+        jobs=args.jobs,
+        torch=config.torch_version,
+    )
     findings = sorted(
-        (f for f in result.findings if config.is_enabled(f.code, Path(f.path))),
+        (
+            f
+            for f in result.findings
+            if config.is_enabled(f.code, Path(f.path), preview=plugins.is_preview(f.code))
+        ),
         key=Finding.sort_key,
     )
     reporter = plugins.reporters[args.output_format](out, color=use_color(out))
@@ -208,11 +230,11 @@ def _run(
 
 
 def _rules_for(
-    path: Path, rules: list[type[StaticRule]], config: Config
+    path: Path, rules: list[type[StaticRule]], config: Config, plugins: Plugins
 ) -> list[type[StaticRule]]:
     if not config.per_file_ignores:
         return rules
-    return [rule for rule in rules if config.is_enabled(rule.code, path)]
+    return [rule for rule in plugins.enabled_static_rules(config, path) if rule in rules]
 
 
 def _find_code(query: str, plugins: Plugins) -> CodeInfo:
@@ -228,13 +250,25 @@ def _explain(query: str, plugins: Plugins, out: TextIO) -> int:
     sides = [side for side, present in (("statically", info.static), ("at runtime", info.runtime))
              if present is not None] or ["by the engine itself"]
     out.write(f"# {info.name} ({info.code})\n\n{info.summary}\n\n")
-    out.write(f"Checked {' and '.join(sides)}.\n\n{info.doc.strip()}\n")
+    out.write(f"Checked {' and '.join(sides)}.\n\n")
+    if info.static is not None:
+        out.write(_selection_note(info.static) + "\n\n")
+    out.write(f"{info.doc.strip()}\n")
     if info.static is not None and info.runtime is not None:
         # The static docs lead; the runtime monitor adds what a real run sees.
         seen = _section(inspect.cleandoc(info.runtime.__doc__ or ""), "What it catches")
         if seen:
             out.write(f"\n## At runtime (pitfall-guard run)\n{seen}\n")
     return EXIT_CLEAN
+
+
+def _selection_note(rule: type[StaticRule]) -> str:
+    if rule.maturity is Maturity.PREVIEW:
+        return (
+            f"Preview: not in the default selection of check ({rule.maturity_reason}). "
+            f"Run it with --select {rule.code}, or with --preview."
+        )
+    return "Stable: in the default selection of check."
 
 
 def _section(doc: str, heading: str) -> str:
@@ -251,6 +285,7 @@ def _list_rules(plugins: Plugins, output_format: str, out: TextIO) -> int:
             "static": info.static is not None,
             "runtime": info.runtime is not None,
             "summary": info.summary,
+            "maturity": "preview" if info.preview else "stable",
             "plugin": _plugin_of(info),
         }
         for info in plugins.codes.values()
@@ -261,8 +296,13 @@ def _list_rules(plugins: Plugins, output_format: str, out: TextIO) -> int:
         return EXIT_CLEAN
     for row in rows:
         sides = ("S" if row["static"] else "-") + ("R" if row["runtime"] else "-")
-        out.write(f"{row['code']}  {sides}  {row['name']:<36} {row['summary']}\n")
-    out.write("\nS: checked statically (check), R: at runtime (run).\n")
+        mark = "P" if row["maturity"] == "preview" else " "
+        out.write(f"{row['code']}  {sides}{mark} {row['name']:<36} {row['summary']}\n")
+    out.write(
+        "\nS: checked statically (check), R: at runtime (run).\n"
+        "P: preview, left out of the default selection of check: select it by its code, or "
+        "pass --preview (`pitfall-guard rule CODE` says why).\n"
+    )
     return EXIT_CLEAN
 
 

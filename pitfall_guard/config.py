@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from pitfall_guard.static.discovery import matches_any
+from pitfall_guard.static.versions import TorchTarget, from_setting
 
 SECTION = "pitfall-guard"
 DEFAULT_SELECT = ("ALL",)
 _LIST_KEYS = ("select", "extend-select", "ignore", "exclude", "disable-plugins")
-_KNOWN_KEYS = (*_LIST_KEYS, "per-file-ignores")
+_KNOWN_KEYS = (*_LIST_KEYS, "per-file-ignores", "preview", "torch-version")
 
 
 class ConfigError(Exception):
@@ -35,6 +36,8 @@ class Config:
     exclude: tuple[str, ...] = ()
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
     disable_plugins: tuple[str, ...] = ()
+    preview: bool = False
+    torch_version: TorchTarget | None = None
 
     def with_overrides(
         self,
@@ -42,20 +45,36 @@ class Config:
         select: Sequence[str] | None = None,
         extend_select: Sequence[str] = (),
         ignore: Sequence[str] = (),
+        preview: bool = False,
+        torch_version: str | None = None,
     ) -> Config:
-        """Command-line selection: `--select` replaces, the other two add."""
+        """Command-line settings: `--select` replaces, the others add or override."""
         return replace(
             self,
             select=tuple(select) if select is not None else self.select,
             extend_select=(*self.extend_select, *extend_select),
             ignore=(*self.ignore, *ignore),
+            preview=self.preview or preview,
+            torch_version=(
+                _torch_target(torch_version, "--torch-version")
+                if torch_version is not None
+                else self.torch_version
+            ),
         )
 
-    def is_enabled(self, code: str, path: Path | None = None) -> bool:
+    def is_enabled(self, code: str, path: Path | None = None, *, preview: bool = False) -> bool:
+        """Whether `code` is selected (for `path`, with its per-file ignores).
+
+        A preview rule (`preview=True`) is outside the default selection, as in ruff: it runs
+        when its exact code is selected, or with `preview = true` for any matching selector.
+        """
         ignore: Iterable[str] = self.ignore
         if path is not None:
             ignore = [*ignore, *self._ignored_for(path)]
-        return _selected(code, (*self.select, *self.extend_select), ignore)
+        select = (*self.select, *self.extend_select)
+        if preview and not self.preview:
+            select = tuple(entry for entry in select if entry == code)
+        return _selected(code, select, ignore)
 
     def _ignored_for(self, path: Path) -> list[str]:
         return [
@@ -145,8 +164,18 @@ def _parse_table(table: Any, source: Path) -> Config:
         (pattern, _string_list(per_file, pattern, source, key=f"per-file-ignores.{pattern!r}"))
         for pattern in per_file
     )
+    preview = table.get("preview", False)
+    if not isinstance(preview, bool):
+        raise ConfigError(f"{source}: preview must be true or false, got {preview!r}")
+    torch_version = table.get("torch-version")
+    if torch_version is not None and not isinstance(torch_version, str):
+        raise ConfigError(f"{source}: torch-version must be a string such as \"2.6\"")
     return Config(
         root=source.parent.resolve(),
+        preview=preview,
+        torch_version=(
+            None if torch_version is None else _torch_target(torch_version, str(source))
+        ),
         source=source,
         select=lists.get("select", DEFAULT_SELECT),
         extend_select=lists.get("extend-select", ()),
@@ -155,6 +184,13 @@ def _parse_table(table: Any, source: Path) -> Config:
         per_file_ignores=per_file_ignores,
         disable_plugins=lists.get("disable-plugins", ()),
     )
+
+
+def _torch_target(text: str, where: str) -> TorchTarget:
+    try:
+        return from_setting(text, where)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from error
 
 
 def _string_list(

@@ -15,6 +15,17 @@ class Severity(enum.Enum):
     HINT = "hint"
 
 
+class Maturity(enum.Enum):
+    """Whether a rule is in the default selection (stable) or only run when asked (preview).
+
+    As with ruff's preview rules: a rule whose findings are not yet right often enough on
+    real code stays selectable by its code, but is left out of `ALL` and the defaults.
+    """
+
+    STABLE = "stable"
+    PREVIEW = "preview"
+
+
 class Source(enum.Enum):
     """Which side saw the pitfall: the code as written, or a real run."""
 

@@ -7,10 +7,13 @@ import functools
 import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pluggy
 
 from pitfall_guard import hookspecs
+from pitfall_guard.config import Config
+from pitfall_guard.findings import Maturity
 from pitfall_guard.report import builtin as builtin_reporters
 from pitfall_guard.report.base import Reporter
 from pitfall_guard.runtime.monitor import RuntimeMonitor
@@ -34,6 +37,11 @@ class CodeInfo:
     doc: str
     static: type[StaticRule] | None = None
     runtime: type[RuntimeMonitor] | None = None
+
+    @property
+    def preview(self) -> bool:
+        """Whether `check` leaves this code out of the default selection."""
+        return self.static is not None and self.static.maturity is Maturity.PREVIEW
 
 
 _CORE_CODES = (
@@ -115,6 +123,20 @@ class Plugins:
             else:
                 raise PluginError(_conflict(monitor, known))
         return dict(sorted(codes.items()))
+
+    def is_preview(self, code: str) -> bool:
+        info = self.codes.get(code)
+        return info is not None and info.preview
+
+    def enabled_static_rules(
+        self, config: Config, path: Path | None = None
+    ) -> list[type[StaticRule]]:
+        """The static rules `config` selects (for `path`: with its per-file ignores)."""
+        return [
+            rule
+            for rule in self.static_rules
+            if config.is_enabled(rule.code, path, preview=rule.maturity is Maturity.PREVIEW)
+        ]
 
     def plugin_names(self) -> list[str]:
         return sorted(

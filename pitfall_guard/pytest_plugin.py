@@ -27,12 +27,12 @@ from pitfall_guard.report.base import RunSummary
 from pitfall_guard.report.text import ConciseReporter
 from pitfall_guard.static.discovery import matches_any
 from pitfall_guard.static.engine import check_file
-from pitfall_guard.static.rule import StaticRule
+from pitfall_guard.static.versions import target_for
 
 if TYPE_CHECKING:
     from pitfall_guard.runtime.guard import Guard
 
-_SETTINGS = pytest.StashKey[tuple[Config, list[type[StaticRule]]]]()
+_SETTINGS = pytest.StashKey[tuple[Config, Plugins]]()
 _MARKER = "pitfall_guard"
 
 
@@ -56,8 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = load_config(start=config.rootpath)
         plugins: Plugins = load_plugins(settings.disable_plugins)
         settings.validate_codes(plugins.codes)
-        rules = [rule for rule in plugins.static_rules if settings.is_enabled(rule.code)]
-        config.stash[_SETTINGS] = (settings, rules)
+        config.stash[_SETTINGS] = (settings, plugins)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -83,12 +82,13 @@ class PitfallGuardFailure(Exception):
 
 class PitfallGuardItem(pytest.Item):
     def runtest(self) -> None:
-        settings, rules = self.config.stash[_SETTINGS]
-        enabled = [rule for rule in rules if settings.is_enabled(rule.code, self.path)]
+        settings, plugins = self.config.stash[_SETTINGS]
+        enabled = plugins.enabled_static_rules(settings, self.path)
+        torch = settings.torch_version or target_for(self.path)
         findings = [
             finding
-            for finding in check_file(self._display_path(), enabled)
-            if settings.is_enabled(finding.code, self.path)
+            for finding in check_file(self._display_path(), enabled, torch)
+            if settings.is_enabled(finding.code, self.path, preview=plugins.is_preview(finding.code))
         ]
         if findings:
             raise PitfallGuardFailure(findings)

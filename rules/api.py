@@ -6,10 +6,11 @@ import re
 
 import libcst as cst
 
-from pitfall_guard.findings import Edit, Fix, Severity
-from pitfall_guard.static.facts import CallSite
+from pitfall_guard.findings import Edit, Fix, Maturity, Severity
+from pitfall_guard.static.facts import CallSite, Facts
 from pitfall_guard.static.names import dotted_name, last_part
 from pitfall_guard.static.rule import StaticRule
+from pitfall_guard.static.versions import format_version
 
 # Weights enums whose names do not follow from the builder's name by the general rule.
 _WEIGHTS_NAMES = {
@@ -161,6 +162,11 @@ class DataParallelUsed(StaticRule):
 
     code = "PG602"
     name = "data-parallel"
+    maturity = Maturity.PREVIEW
+    maturity_reason = (
+        "a recommendation, not a bug: DataParallel trains correctly, and on the triaged "
+        "public corpus no maintainer would take the move to DDP (0 of 14 findings)"
+    )
     summary = "nn.DataParallel is slower than DistributedDataParallel and discouraged"
     severity = Severity.WARNING
     hint = "use DistributedDataParallel, one process per GPU, started with torchrun"
@@ -195,25 +201,37 @@ model = nn.DataParallel(model)  # expect: PG602
 class UnsafeTorchLoad(StaticRule):
     """
     ## What it catches
-    `torch.load(...)` without `weights_only=True`.
+    `torch.load(...)` calls that unpickle arbitrary objects on the torch the project runs:
+    `weights_only=False` or a `pickle_module=` anywhere, and a call without `weights_only`
+    when the project supports torch older than 2.6 (where `False` was the default). The torch
+    version is the `torch-version` setting, else the lowest one the project's own pins allow
+    (pyproject.toml, requirements files), else the installed one.
+
+    On torch 2.6 and newer `weights_only=True` is the default: a call without it is safe
+    there, and is reported only as a hint when the project pins no torch (it may run on
+    older releases). A file that allow-lists classes with `torch.serialization.safe_globals`
+    or `add_safe_globals` relies on the weights-only unpickler and is left alone, and so is a
+    load of what the same code saved to an in-memory buffer (objects sent between the
+    processes of one job); tests that opt out to read back their own checkpoints too.
 
     ## Why it matters
-    Without it, `torch.load` unpickles arbitrary Python objects: loading a checkpoint someone
-    else made can run any code on your machine. Code written for an older PyTorch also
-    behaves differently across versions (the default changed to True in 2.6).
+    Unpickling runs whatever code the file names: loading a checkpoint someone else made
+    can run any code on your machine. Code that relies on the default also behaves
+    differently across versions (since 2.6 a full pickled model no longer loads).
 
     ## Example
     ```python
-    state = torch.load("model.pt")
+    state = torch.load("model.pt")  # the project pins torch>=1.13
     ```
 
     ## Fix
-    Save `state_dict()`s and load them with `torch.load(path, weights_only=True)`.
+    Save `state_dict()`s and load them with `torch.load(path, weights_only=True)`; allow-list
+    your own classes with `torch.serialization.safe_globals([...])` where needed.
     """
 
     code = "PG603"
     name = "unsafe-torch-load"
-    summary = "torch.load without weights_only=True can run code from the file"
+    summary = "torch.load that unpickles arbitrary objects on the project's torch"
     severity = Severity.WARNING
     hint = "pass weights_only=True (and save state_dict()s)"
 
@@ -223,42 +241,138 @@ import torch
 state = torch.load("model.pt", map_location="cpu", weights_only=True)
 """,
         """
+# pitfall-guard: torch-version=2.6
 import torch
-trusted = torch.load("full_model.pt", weights_only=False)
+state = torch.load("model.pt", map_location="cpu")
+""",
+        """
+import torch
+with torch.serialization.safe_globals([Net]):
+    model = torch.load("model.pt")
+""",
+        """
+import torch
+def load(path, **kwargs):
+    return torch.load(path, **kwargs)
 """,
     )
     INVALID = (
         """
+# pitfall-guard: torch-version=2.4
 import torch
 state = torch.load("model.pt")  # expect: PG603
 model.load_state_dict(torch.load(path, map_location=device))  # expect: PG603
 """,
+        """
+# pitfall-guard: torch-version=2.6
+import torch
+import dill
+trusted = torch.load("full_model.pt", weights_only=False)  # expect: PG603
+other = torch.load("model.pt", pickle_module=dill)  # expect: PG603
+""",
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
+        allow_lists = any(
+            last_part(self.facts.qualified_name(site.node.func) or "")
+            in ("safe_globals", "add_safe_globals")
+            for site in self.facts.calls
+        )
         for site in self.facts.calls:
             call = site.node
             if self.facts.qualified_name(call.func) != "torch.load" or not call.args:
                 continue
-            if any(
-                arg.star or (arg.keyword is not None and arg.keyword.value == "weights_only")
-                for arg in call.args
-            ):
-                continue  # set explicitly, or maybe inside **kwargs
-            end = self.context.position(call.args[-1].value).end
-            edit = Edit(end.line, end.column + 1, end.line, end.column + 1, ", weights_only=True")
+            keywords = {arg.keyword.value: arg for arg in call.args if arg.keyword is not None}
+            weights_only = keywords.get("weights_only")
+            if _round_trip(self.facts, call):
+                continue  # reads back what this code just wrote with torch.save
+            if weights_only is not None and _is_false(weights_only.value):
+                self._report_opt_out(weights_only, "weights_only=False")
+            elif "pickle_module" in keywords:
+                self._report_opt_out(keywords["pickle_module"], "pickle_module=")
+            elif weights_only is None and not allow_lists and not any(a.star for a in call.args):
+                self._report_default(site)
+
+    def _report_opt_out(self, node: cst.CSTNode, what: str) -> None:
+        if self.context.is_test_module:
+            return  # a test loads the checkpoint it has just written
+        self.report(
+            node,
+            f"torch.load with {what} unpickles arbitrary objects: a checkpoint file can run "
+            "code on this machine",
+            hint="load only files you made; save state_dict()s and load them with "
+            "weights_only=True",
+        )
+
+    def _report_default(self, site: CallSite) -> None:
+        torch = self.context.torch
+        new_enough = torch.torch_at_least(_WEIGHTS_ONLY_DEFAULT)
+        if new_enough and torch.pinned:
+            return  # the default is already weights_only=True on every torch it supports
+        call = site.node
+        end = self.context.position(call.args[-1].value).end
+        edit = Edit(end.line, end.column + 1, end.line, end.column + 1, ", weights_only=True")
+        # Only tensors can go into load_state_dict: there the flag cannot break the load.
+        fix = Fix("add weights_only=True", (edit,), safe=_feeds_load_state_dict(self.facts, call))
+        if new_enough is False:
+            assert torch.torch is not None
             self.report(
                 call,
-                "torch.load without weights_only=True unpickles arbitrary objects: a "
-                "checkpoint file can run code on this machine",
-                fix=Fix("add weights_only=True", (edit,), safe=True),
+                f"torch.load without weights_only=True unpickles arbitrary objects on torch "
+                f"{format_version(torch.torch)} ({torch.source}): a checkpoint file can run "
+                "code on this machine",
+                fix=fix,
             )
+            return
+        self.report(
+            call,
+            "torch.load without weights_only=True is safe only from torch 2.6 on, where it "
+            f"is the default; older torch unpickles arbitrary objects, and {torch.source}",
+            severity=Severity.HINT,
+            hint="pass weights_only=True, or pin torch>=2.6 (or set torch-version)",
+            fix=fix,
+        )
+
+
+_WEIGHTS_ONLY_DEFAULT = (2, 6)
+
+
+def _round_trip(facts: Facts, load: cst.Call) -> bool:
+    """`torch.load(buffer)` of an in-memory `io.BytesIO` the file also hands to `torch.save`:
+    objects sent between the processes of one job, not a file from elsewhere."""
+    source = dotted_name(load.args[0].value)
+    if source is None or not any(
+        isinstance(value, cst.Call) and facts.qualified_name(value.func) == "io.BytesIO"
+        for value in facts.assignments.get(source, [])
+    ):
+        return False
+    return any(
+        facts.qualified_name(site.node.func) == "torch.save"
+        and any(dotted_name(arg.value) == source for arg in site.node.args[1:2])
+        for site in facts.calls
+    )
+
+
+def _feeds_load_state_dict(facts: Facts, load: cst.Call) -> bool:
+    """`model.load_state_dict(torch.load(path))`: what is loaded can only be tensors."""
+    for site in facts.calls:
+        func = site.node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "load_state_dict":
+            if any(arg.value is load for arg in site.node.args):
+                return True
+    return False
+
+
+def _is_false(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value == "False"
 
 
 class ForwardCalledDirectly(StaticRule):
     """
     ## What it catches
-    `model.forward(x)` called directly on a module.
+    `model.forward(x)` called directly on a module. `.forward` of what is not a module call
+    is left alone: an imported module (a compiled C++/CUDA extension, `turtle`), what
+    `torch.utils.cpp_extension.load` returns, and `RemoteModule`, whose API is `.forward`.
 
     ## Why it matters
     Calling the module, `model(x)`, runs its hooks (forward pre/post hooks, hooks that
@@ -289,6 +403,16 @@ class Child(Base):
     def forward(self, x):
         return super().forward(x) + self.forward_features(x)
 """,
+        """
+import turtle
+import torch
+import mysigmoid_cuda
+from torch.distributed.nn import RemoteModule
+turtle.forward(150)
+y = mysigmoid_cuda.forward(torch.randn(3))
+remote = RemoteModule("worker1/cpu", torch.nn.Linear, args=(4, 2))
+z = remote.forward(torch.randn(1, 4))
+""",
     )
     INVALID = (
         """
@@ -298,12 +422,15 @@ outputs = model.forward(images)  # expect: PG604
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
+        plain_functions = self.facts.extension_receivers()
         for site in self.facts.calls:
             func = site.node.func
             if not isinstance(func, cst.Attribute) or func.attr.value != "forward":
                 continue
             receiver = func.value
             if isinstance(receiver, cst.Call) or dotted_name(receiver) in (None, "self"):
+                continue
+            if dotted_name(receiver) in plain_functions:
                 continue
             start = self.context.position(func.dot).start
             end = self.context.position(func.attr).end

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from pitfall_guard.findings import Severity
-from pitfall_guard.static.names import last_part
+from pitfall_guard.static.names import dotted_name, last_part
 from pitfall_guard.static.rule import StaticRule
 
 
 class SamplerEpochNotSet(StaticRule):
     """
     ## What it catches
-    A shuffling `DistributedSampler` in a file that never calls `sampler.set_epoch(epoch)`.
+    A shuffling `DistributedSampler` of training data in a file that never calls
+    `sampler.set_epoch(epoch)`. A sampler (or its loader) handed to a function of another
+    file, which may well call `set_epoch`, and validation or test samplers, whose order
+    changes no metric, are left alone.
 
     ## Why it matters
     The sampler seeds its shuffle with the epoch number. Without `set_epoch`, every epoch
@@ -48,6 +53,16 @@ for epoch in range(10):
         """
 from torch.utils.data import DistributedSampler
 test_sampler = DistributedSampler(test_set, shuffle=False)
+val_sampler = DistributedSampler(val_set)
+""",
+        # the training helper of another file receives the sampler
+        """
+import torch
+from torch.utils.data.distributed import DistributedSampler
+from utils import train
+sampler = DistributedSampler(train_set)
+loader = torch.utils.data.DataLoader(train_set, sampler=sampler)
+train(model, loader, sampler, epochs=10)
 """,
     )
     INVALID = (
@@ -63,6 +78,8 @@ for epoch in range(10):
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
+        if self.context.is_test_module:
+            return
         calls = self.facts.calls
         if any(
             isinstance(s.node.func, cst.Attribute) and s.node.func.attr.value == "set_epoch"
@@ -81,11 +98,55 @@ for epoch in range(10):
                 for a in site.node.args
             ):
                 continue
+            # Not kept under a name (returned, passed on): whoever receives it sets the epoch.
+            sampler = self._name_of(site.node)
+            if sampler is None or _EVALUATION_DATA.search(sampler) or self._handed_elsewhere(
+                sampler
+            ):
+                continue
             self.report(
                 site.node,
                 "this DistributedSampler shuffles, but set_epoch() is never called: every "
                 "epoch sees the data in the same order",
             )
+
+
+    def _name_of(self, call: cst.Call) -> str | None:
+        """The name a call is assigned to, also as `x = Sampler(...) if ddp else None`."""
+        for value, name in self.facts.assigned_to.items():
+            if value is call or (
+                isinstance(value, cst.IfExp) and call in (value.body, value.orelse)
+            ):
+                return name
+        return None
+
+    def _handed_elsewhere(self, sampler: str) -> bool:
+        """Whether the sampler, or a loader built on it, goes to a function of another file."""
+        carriers = {sampler}
+        for site in self.facts.calls:
+            if any(dotted_name(arg.value) == sampler for arg in site.node.args):
+                loader = self.facts.assigned_to.get(site.node)
+                if loader is not None:
+                    carriers.add(loader)
+        imports = self.facts.imports
+        for site in self.facts.calls:
+            callee = dotted_name(site.node.func)
+            if callee is None or callee in self.facts.functions:
+                continue
+            head = callee.split(".", 1)[0]
+            from_elsewhere = head in imports.origins() or (
+                imports.star_import and "." not in callee
+            )
+            if not from_elsewhere or (imports.qualified_name(site.node.func) or "").startswith(
+                "torch."
+            ):
+                continue
+            if any(dotted_name(arg.value) in carriers for arg in site.node.args):
+                return True
+        return False
+
+
+_EVALUATION_DATA = re.compile(r"val|test|eval", re.IGNORECASE)
 
 
 STATIC_RULES: tuple[type[StaticRule], ...] = (SamplerEpochNotSet,)

@@ -17,6 +17,7 @@ from pitfall_guard.findings import Finding, Location, Severity, Source
 from pitfall_guard.static.facts import Facts
 from pitfall_guard.static.noqa import apply_noqa, file_is_exempt
 from pitfall_guard.static.rule import FileContext, StaticRule
+from pitfall_guard.static.versions import UNKNOWN, TorchTarget, file_setting, target_for
 from pitfall_guard.static.walk import VisitorMethod, visits_tokens, walk
 
 SYNTAX_ERROR = ("PG001", "syntax-error")
@@ -29,8 +30,17 @@ class CheckResult:
     files_checked: int = 0
 
 
-def check_source(source: str, path: str, rules: Sequence[type[StaticRule]]) -> list[Finding]:
-    """All findings of `rules` in one file's text, sorted, noqa applied."""
+def check_source(
+    source: str,
+    path: str,
+    rules: Sequence[type[StaticRule]],
+    torch: TorchTarget = UNKNOWN,
+) -> list[Finding]:
+    """All findings of `rules` in one file's text, sorted, noqa applied.
+
+    `torch` is the version the file is written for; a `# pitfall-guard: torch-version=X.Y`
+    comment in the file wins over it.
+    """
     if not rules or file_is_exempt(source):
         return []
     triggers = {word for rule in rules for word in rule.triggers}
@@ -42,12 +52,15 @@ def check_source(source: str, path: str, rules: Sequence[type[StaticRule]]) -> l
         return [_syntax_error(source, path, error)]
     except RecursionError:
         return [_internal_error(path, 1, "the parser", "the file is nested too deeply to parse")]
-    findings = _run_rules(module, source, path, rules)
+    findings = _run_rules(module, source, path, rules, file_setting(source) or torch)
     findings = apply_noqa(findings, source.splitlines())
     return sorted(findings, key=Finding.sort_key)
 
 
-def check_file(path: Path, rules: Sequence[type[StaticRule]]) -> list[Finding]:
+def check_file(
+    path: Path, rules: Sequence[type[StaticRule]], torch: TorchTarget | None = None
+) -> list[Finding]:
+    """One file's findings; without `torch`, the version comes from the file's project."""
     display = path.as_posix()
     try:
         source = path.read_bytes().decode("utf-8")
@@ -55,20 +68,26 @@ def check_file(path: Path, rules: Sequence[type[StaticRule]]) -> list[Finding]:
         return [_syntax_error_at(display, 1, 1, f"the file is not valid UTF-8 ({error.reason})")]
     except OSError as error:
         return [_internal_error(display, 1, "the reader", f"cannot read the file: {error}")]
-    return check_source(source, display, rules)
+    if not rules:
+        return []
+    return check_source(source, display, rules, torch if torch is not None else target_for(path))
 
 
 def check_files(
     paths: Sequence[Path],
     rules_for: Callable[[Path], Sequence[type[StaticRule]]],
     jobs: int | None = None,
+    torch: TorchTarget | None = None,
 ) -> CheckResult:
     """Check every file with the rules enabled for it (per-file ignores decide per path).
+
+    `torch` (a `torch-version` setting) applies to every file; without it each file is
+    checked for the torch its own project pins.
 
     Parsing dominates the cost, so many files are spread over a process pool (`jobs`
     processes, default one per core); a few files are not worth starting one.
     """
-    work = [(path, tuple(rules_for(path))) for path in paths]
+    work = [(path, tuple(rules_for(path)), torch) for path in paths]
     jobs = jobs or os.cpu_count() or 1
     result = CheckResult(files_checked=len(work))
     if jobs > 1 and len(work) >= _FILES_PER_WORKER_MIN * 2:
@@ -83,13 +102,19 @@ def check_files(
 _FILES_PER_WORKER_MIN = 8
 
 
-def _check_one(item: tuple[Path, tuple[type[StaticRule], ...]]) -> list[Finding]:
-    path, rules = item
-    return check_file(path, rules)
+def _check_one(
+    item: tuple[Path, tuple[type[StaticRule], ...], TorchTarget | None],
+) -> list[Finding]:
+    path, rules, torch = item
+    return check_file(path, rules, torch)
 
 
 def _run_rules(
-    module: cst.Module, source: str, path: str, rules: Sequence[type[StaticRule]]
+    module: cst.Module,
+    source: str,
+    path: str,
+    rules: Sequence[type[StaticRule]],
+    torch: TorchTarget,
 ) -> list[Finding]:
     try:
         facts = Facts.build(module, source)
@@ -99,7 +124,9 @@ def _run_rules(
         return [_internal_error(path, 1, "the facts pass", _describe(error))]
     # The parsed module is never handed to anyone else, so libcst's defensive copy is waste.
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    context = FileContext(path=path, source=source, module=module, wrapper=wrapper, facts=facts)
+    context = FileContext(
+        path=path, source=source, module=module, wrapper=wrapper, facts=facts, torch=torch
+    )
     instances = []
     findings: list[Finding] = []
     for rule in rules:

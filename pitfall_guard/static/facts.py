@@ -139,6 +139,35 @@ class Facts:
         info = self.classes.get(name)
         return info is not None and any(base.endswith("LightningModule") for base in info.bases)
 
+    def extension_receivers(self) -> set[str]:
+        """Names whose `.forward()`/`.backward()` are plain functions, not module calls: an
+        imported module (a compiled C++/CUDA extension, `turtle`), what
+        `torch.utils.cpp_extension.load` returned, or a `RemoteModule` (whose API is
+        `.forward`)."""
+        imported = self.imports.origins()
+        remote = any(origin.endswith("RemoteModule") for origin in imported.values())
+        found: set[str] = set()
+        for site in self.calls:
+            func = site.node.func
+            if not isinstance(func, cst.Attribute) or func.attr.value not in ("forward", "backward"):
+                continue
+            name = dotted_name(func.value)
+            if name is None:
+                continue
+            if name in imported and not imported[name].startswith("torch"):
+                found.add(name)
+                continue
+            if remote and "remote" in name.lower():
+                found.add(name)  # a RemoteModule handed in
+                continue
+            for value in self.assignments.get(name, []):
+                made_by = self.qualified_name(value.func) if isinstance(value, cst.Call) else None
+                if made_by and (
+                    made_by.startswith("torch.utils.cpp_extension") or "RemoteModule" in made_by
+                ):
+                    found.add(name)
+        return found
+
     # -- devices -----------------------------------------------------------------------
 
     @property
@@ -178,7 +207,7 @@ class Facts:
         if name in function.assignments or name not in function.parameter_names():
             return False
         for site in self.callers_of(function.name):
-            argument = _argument_for(site.node, function, name)
+            argument = argument_for(site.node, function, name)
             if argument is not None and any(
                 self.is_moved(source, site.function, depth - 1)
                 for source in self._sources(argument)
@@ -412,7 +441,7 @@ class Facts:
 MODEL_WRAPPERS = frozenset({"DistributedDataParallel", "DataParallel", "compile", "DDP"})
 
 
-def _argument_for(call: cst.Call, function: Function, parameter: str) -> cst.BaseExpression | None:
+def argument_for(call: cst.Call, function: Function, parameter: str) -> cst.BaseExpression | None:
     """The argument `call` passes for `parameter` of `function` (methods skip `self`)."""
     for arg in call.args:
         if arg.keyword is not None and arg.keyword.value == parameter:

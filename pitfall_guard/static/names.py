@@ -29,6 +29,8 @@ class ImportTable:
 
     def __init__(self) -> None:
         self._aliases: dict[str, str] = {}
+        # `from helpers import *`: any unknown name may come from another file.
+        self.star_import = False
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -42,7 +44,10 @@ class ImportTable:
                 self._aliases[head] = head
 
     def add_import_from(self, node: cst.ImportFrom) -> None:
-        if node.relative or node.module is None or isinstance(node.names, cst.ImportStar):
+        if isinstance(node.names, cst.ImportStar):
+            self.star_import = True
+            return
+        if node.relative or node.module is None:
             return
         module = dotted_name(node.module)
         if module is None:
@@ -54,6 +59,10 @@ class ImportTable:
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                 local = alias.asname.name.value
             self._aliases[local] = f"{module}.{alias.name.value}"
+
+    def origins(self) -> dict[str, str]:
+        """Each imported local name and what it stands for."""
+        return dict(self._aliases)
 
     def qualified_name(self, node: cst.BaseExpression) -> str | None:
         """`torch.optim.SGD` for `O.SGD` after `from torch import optim as O`; None if unknown.

@@ -11,20 +11,37 @@ from typing import ClassVar
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
-from pitfall_guard.findings import Finding, Fix, Location, Severity, Source
+from pitfall_guard.findings import Finding, Fix, Location, Maturity, Severity, Source
 from pitfall_guard.static.facts import Facts
+from pitfall_guard.static.versions import UNKNOWN, TorchTarget
 from pitfall_guard.static.walk import VisitorMethod
 
 
 @dataclass
 class FileContext:
-    """One parsed file: its text, its tree, the shared metadata wrapper and the facts."""
+    """One parsed file: its text, its tree, the shared metadata wrapper, the facts, and the
+    torch it is written for."""
 
     path: str
     source: str
     module: cst.Module
     wrapper: MetadataWrapper
     facts: Facts
+    torch: TorchTarget = UNKNOWN
+
+    @property
+    def is_test_module(self) -> bool:
+        """A test module (`test_*.py`, `*_test.py`, `conftest.py`, anything under `tests/`): its
+        code exercises mechanics (devices chosen by markers, learning rates and checkpoints as
+        values under test) rather than running a training."""
+        parts = self.path.replace("\\", "/").split("/")
+        name = parts[-1]
+        return (
+            name.startswith("test_")
+            or name.endswith("_test.py")
+            or name == "conftest.py"
+            or "tests" in parts[:-1]
+        )
 
     def position(self, node: cst.CSTNode) -> CodeRange:
         """Where `node` is; the first call computes the positions of the whole file."""
@@ -48,6 +65,9 @@ class StaticRule(cst.BatchableCSTVisitor):
     summary: ClassVar[str]
     severity: ClassVar[Severity] = Severity.ERROR
     hint: ClassVar[str | None] = None
+    # Preview rules are left out of the default selection; `maturity_reason` says why.
+    maturity: ClassVar[Maturity] = Maturity.STABLE
+    maturity_reason: ClassVar[str] = ""
     # The file is parsed only when its text contains one of these words.
     triggers: ClassVar[tuple[str, ...]] = ("torch",)
     VALID: ClassVar[tuple[str, ...]] = ()

@@ -59,20 +59,24 @@ MODE_DEPENDENT_LAYERS = frozenset(
         "LazyBatchNorm1d",
         "LazyBatchNorm2d",
         "LazyBatchNorm3d",
-        "InstanceNorm1d",
-        "InstanceNorm2d",
-        "InstanceNorm3d",
-        "RNN",
-        "LSTM",
-        "GRU",
         "Transformer",
         "TransformerEncoder",
         "TransformerDecoder",
         "TransformerEncoderLayer",
         "TransformerDecoderLayer",
-        "MultiheadAttention",
     }
 )
+# Layers that differ between the modes only with an argument: recurrent layers and attention
+# with `dropout` > 0 (their default is 0), instance norms with `track_running_stats=True`.
+MODE_DEPENDENT_WITH = {
+    "RNN": "dropout",
+    "LSTM": "dropout",
+    "GRU": "dropout",
+    "MultiheadAttention": "dropout",
+    "InstanceNorm1d": "track_running_stats",
+    "InstanceNorm2d": "track_running_stats",
+    "InstanceNorm3d": "track_running_stats",
+}
 NOT_MODELS = frozenset({"Parameter", "ParameterList", "ParameterDict", "Module"})
 DTYPES = frozenset(
     {

@@ -9,10 +9,20 @@ from dataclasses import dataclass
 import libcst as cst
 
 from pitfall_guard.findings import Severity
-from pitfall_guard.static.facts import CallSite, EventKind, Facts, Function, GradEvent, Kind, Loop
+from pitfall_guard.static.facts import (
+    CallSite,
+    EventKind,
+    Facts,
+    Function,
+    GradEvent,
+    Kind,
+    Loop,
+    calls_within,
+    strip_chain,
+)
 from pitfall_guard.static.names import dotted_name, last_part
 from pitfall_guard.static.rule import StaticRule
-from pitfall_guard.static.torch_api import MODE_DEPENDENT_LAYERS
+from pitfall_guard.static.torch_api import MODE_DEPENDENT_LAYERS, MODE_DEPENDENT_WITH
 
 _EVAL_FUNCTION = re.compile(
     r"^_?(evaluate|evaluation|eval|validate|validation|val|valid|test|testing|predict|"
@@ -43,8 +53,8 @@ def _trains(events: Sequence[GradEvent]) -> bool:
 
 def _model_call(facts: Facts, site: CallSite) -> str | None:
     name = dotted_name(site.node.func)
-    if name is None or facts.kind_of(site.node.func) is not Kind.MODEL:
-        return None
+    if name is None or name in facts.classes or facts.kind_of(site.node.func) is not Kind.MODEL:
+        return None  # `Net()` builds a model, it runs none
     return name
 
 
@@ -70,7 +80,7 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
         site = next(
             (s for s in facts.calls if s.function is function and _model_call(facts, s)), None
         )
-        if site is not None:
+        if site is not None and not _is_shape_probe(facts, site):
             eval_functions.add(function)
             model = _model_call(facts, site) or ""
             yield EvalRegion(f"{function.name}()", site, model, function, None)
@@ -92,6 +102,45 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             yield EvalRegion(f"the loop over '{name}'", site, model, loop.function, loop)
 
 
+# Tensors made from nothing: a forward on them checks shapes, it evaluates nothing.
+_MADE_UP_TENSORS = frozenset(
+    {
+        "torch.randn",
+        "torch.rand",
+        "torch.randint",
+        "torch.zeros",
+        "torch.ones",
+        "torch.empty",
+        "torch.full",
+        "torch.arange",
+        "torch.Tensor",
+        "torch.FloatTensor",
+    }
+)
+
+
+def _is_shape_probe(facts: Facts, site: CallSite) -> bool:
+    """`y = net(torch.randn(1, 3, 32, 32)); print(y.size())`: a smoke test, not an evaluation."""
+    if not site.node.args or site.loops:
+        return False
+    value = site.node.args[0].value
+    if isinstance(value, cst.Name):
+        # Made up in the function itself: data made up at the top of a script stands in for
+        # a real data set.
+        values = site.function.assignments.get(value.value, [])
+        return bool(values) and all(_made_up(facts, v) for v in values)
+    return _made_up(facts, value)
+
+
+def _made_up(facts: Facts, value: cst.BaseExpression) -> bool:
+    value, _ = strip_chain(value)
+    while isinstance(value, cst.Call) and last_part(dotted_name(value.func) or "") == "Variable":
+        if not value.args:
+            return False
+        value, _ = strip_chain(value.args[0].value)
+    return isinstance(value, cst.Call) and facts.qualified_name(value.func) in _MADE_UP_TENSORS
+
+
 def _switches_to_eval(facts: Facts, region: EvalRegion) -> bool:
     if region.loop is not None:
         scopes = [region.loop.function] if region.loop.function else []
@@ -99,6 +148,8 @@ def _switches_to_eval(facts: Facts, region: EvalRegion) -> bool:
         scopes = [region.function] if region.function else []
         if region.function is not None and region.function.node is not None:
             scopes += [site.function for site in facts.callers_of(region.function.name)]
+    # A script that switches to eval() at its top level before evaluating counts too.
+    scopes.append(facts.module_scope)
     return any(
         event.kind is EventKind.EVAL_MODE
         for scope in scopes
@@ -132,9 +183,27 @@ def has_mode_dependent_layers(facts: Facts) -> bool | None:
 
 def _mentions_mode_layers(facts: Facts, node: cst.CSTNode) -> bool:
     code = cst.Module([]).code_for_node(node)
-    return any(re.search(rf"\b{layer}\b", code) for layer in MODE_DEPENDENT_LAYERS) or bool(
-        re.search(r"\bF\.dropout\b|functional\.dropout", code)
-    )
+    if any(re.search(rf"\b{layer}\b", code) for layer in MODE_DEPENDENT_LAYERS) or re.search(
+        r"\bF\.dropout\b|functional\.dropout", code
+    ):
+        return True
+    return any(map(_mode_dependent_by_argument, calls_within(node)))
+
+
+def _mode_dependent_by_argument(call: cst.Call) -> bool:
+    """`nn.LSTM(..., dropout=0.2)`, `nn.InstanceNorm2d(8, track_running_stats=True)`."""
+    keyword = MODE_DEPENDENT_WITH.get(last_part(dotted_name(call.func) or ""))
+    if keyword is None:
+        return False
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            value = arg.value
+            if isinstance(value, cst.Integer | cst.Float):
+                return float(value.evaluated_value) > 0
+            if isinstance(value, cst.Name) and value.value in ("True", "False"):
+                return value.value == "True"
+            return True  # set from a variable: it may well be on
+    return False
 
 
 class EvalWithoutEvalMode(StaticRule):
@@ -142,7 +211,9 @@ class EvalWithoutEvalMode(StaticRule):
     ## What it catches
     Evaluation code (a function named like `evaluate`/`validate`/`test`, or a loop over a
     validation or test loader) that runs the model without `model.eval()` first, when the
-    model has Dropout or BatchNorm layers.
+    file shows that the model has Dropout or BatchNorm layers (recurrent layers count with
+    `dropout` > 0). A model whose layers the file does not show (imported from elsewhere) is
+    left alone, and so is a shape smoke test (`net(torch.randn(1, 3, 32, 32))`).
 
     ## Why it matters
     In training mode Dropout still zeroes activations at random and BatchNorm normalises with
@@ -197,8 +268,54 @@ with torch.no_grad():
     for x, y in test_loader:
         model(x)
 """,
+        # a shape smoke test; an LSTM without dropout; a model the file does not show
+        """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+def test():
+    net = Net()
+    y = net(torch.randn(2, 3, 32, 32))
+    print(y.size())
+""",
+        """
+import torch
+from torch import nn
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(28, 64, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(64, 10)
+model = Tagger()
+with torch.no_grad():
+    for x, y in test_loader:
+        model(x)
+""",
+        """
+import torch
+from model import Net
+model = Net()
+with torch.no_grad():
+    for x, y in test_loader:
+        model(x)
+""",
     )
     INVALID = (
+        """
+import torch
+from torch import nn
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(28, 64, num_layers=2, dropout=0.3)
+model = Tagger()
+with torch.no_grad():
+    for x, y in test_loader:
+        model(x)  # expect: PG301
+""",
         """
 import torch
 from torch import nn
@@ -225,8 +342,8 @@ with torch.no_grad():
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        mode_layers = has_mode_dependent_layers(self.facts)
-        if mode_layers is False:
+        # eval() changes nothing without Dropout/BatchNorm, and an unseen model may have none.
+        if not has_mode_dependent_layers(self.facts):
             return
         for region in evaluation_regions(self.facts):
             if not _switches_to_eval(self.facts, region):
@@ -235,7 +352,6 @@ with torch.no_grad():
                     f"{region.description} runs '{region.model}' without {region.model}.eval(): "
                     "Dropout and BatchNorm still behave as in training, so the results are off",
                     hint=f"call {region.model}.eval() before evaluating",
-                    severity=Severity.ERROR if mode_layers else Severity.WARNING,
                 )
 
 
@@ -244,7 +360,8 @@ class EvalWithGrad(StaticRule):
     ## What it catches
     Evaluation code (a function named like `evaluate`/`validate`/`test`, or a loop over a
     validation or test loader) whose forward passes run with gradients enabled: no
-    `torch.no_grad()`, `torch.inference_mode()` or decorator.
+    `torch.no_grad()`, `torch.inference_mode()` or decorator. A shape smoke test (one
+    forward on `torch.randn(...)`) is not an evaluation.
 
     ## Why it matters
     Every forward pass records an autograd graph that nothing will use: evaluation needs
@@ -299,6 +416,13 @@ class LitClassifier(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         self.log("val_loss", F.cross_entropy(self.model(x), y))
+""",
+        """
+import torch
+def test():
+    net = ResNet18()
+    x = torch.randn(1, 3, 32, 32)
+    print(net(x).size())
 """,
     )
     INVALID = (

@@ -9,25 +9,38 @@ from pitfall_guard.static.names import last_part
 from pitfall_guard.static.rule import StaticRule
 from pitfall_guard.static.torch_api import OPTIMIZER_CLASSES
 
-# Sane learning-rate ranges per optimizer, (low, high), both inclusive. Sources: the defaults
-# and docs of torch.optim; Kingma & Ba 2015 (Adam, alpha = 1e-3); Loshchilov & Hutter 2019
-# (AdamW); Zeiler 2012 (Adadelta, lr = 1.0); Goyal et al. 2017 (large-batch SGD: 0.1 per 256
-# samples, scaled linearly); Smith 2017 (the LR range test finds useful rates within these).
-LR_RANGES: dict[str, tuple[float, float]] = {
-    "SGD": (1e-5, 1.0),
-    "ASGD": (1e-5, 1.0),
-    "Rprop": (1e-5, 1.0),
-    "Adagrad": (1e-4, 1.0),
-    "Adadelta": (1e-2, 10.0),
-    "LBFGS": (1e-3, 10.0),
-    "Adam": (1e-6, 1e-2),
-    "AdamW": (1e-6, 1e-2),
-    "Adamax": (1e-6, 1e-2),
-    "NAdam": (1e-6, 1e-2),
-    "RAdam": (1e-6, 1e-2),
-    "RMSprop": (1e-6, 1e-2),
-    "SparseAdam": (1e-6, 1e-2),
+# Learning rates no training of weights comes back from, per optimizer: (low, high) with
+# low <= lr < high accepted. The limits are far outside the usual values (the torch.optim
+# defaults; Kingma & Ba 2015 for Adam's 1e-3; Zeiler 2012 for Adadelta's 1.0; Goyal et al.
+# 2017 for large-batch SGD), so that small models trained at Adam 0.03-0.1 or language
+# models at SGD 20 with clipping are not reported: only what is wrong beyond doubt is.
+LR_LIMITS: dict[str, tuple[float, float]] = {
+    "SGD": (1e-7, 10.0),
+    "ASGD": (1e-7, 10.0),
+    "Rprop": (1e-7, 10.0),
+    "Adagrad": (1e-6, 10.0),
+    "Adadelta": (1e-3, 100.0),
+    "LBFGS": (1e-5, 100.0),
+    "Adam": (1e-8, 1.0),
+    "AdamW": (1e-8, 1.0),
+    "Adamax": (1e-8, 1.0),
+    "NAdam": (1e-8, 1.0),
+    "RAdam": (1e-8, 1.0),
+    "RMSprop": (1e-8, 1.0),
+    "SparseAdam": (1e-8, 1.0),
 }
+# What each optimizer usually trains with, for the message.
+USUAL_RATES: dict[str, str] = {
+    "SGD": "0.001 to 0.5",
+    "ASGD": "0.001 to 0.5",
+    "Rprop": "0.001 to 0.1",
+    "Adagrad": "0.001 to 0.1",
+    "Adadelta": "0.1 to 1",
+    "LBFGS": "0.01 to 1",
+}
+_ADAPTIVE_USUAL = "1e-5 to 3e-3"
+# With gradient clipping, a plain SGD step is bounded: LSTM language models train at lr=20.
+_CLIPPING = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value")
 
 
 def literal_number(node: cst.BaseExpression, facts: Facts, depth: int = 2) -> float | None:
@@ -59,9 +72,15 @@ def literal_number(node: cst.BaseExpression, facts: Facts, depth: int = 2) -> fl
 class LearningRateOutOfRange(StaticRule):
     """
     ## What it catches
-    An optimizer built with a literal learning rate far outside what that optimizer trains
-    with: SGD outside 1e-5..1, Adam/AdamW/RMSprop outside 1e-6..1e-2, Adadelta outside
-    0.01..10 (its usual value is 1.0), and zero or negative rates for any optimizer.
+    An optimizer over a model's weights built with a learning rate (a literal, or a constant
+    of the file) that no training comes back from: Adam, AdamW and RMSprop at 1 or more or
+    below 1e-8, SGD at 10 or more (unless the gradients are clipped or the model is
+    recurrent: language models train at SGD 20) or below 1e-7, Adadelta
+    at 100 or more, and zero or negative rates for any optimizer. The limits sit far outside
+    the usual values on purpose: small models do train at Adam 0.03-0.1, so only rates that
+    are wrong beyond doubt are reported. Optimizers over inputs rather than weights (deep
+    dream, adversarial images: `SGD([image], lr=10)`) and pytest modules, where rates are
+    values under test, are left alone.
 
     ## Why it matters
     Too high, the loss oscillates, explodes to NaN, or the model collapses to predicting one
@@ -93,6 +112,23 @@ adam = torch.optim.Adam(model.parameters(), lr=1e-3)
 adadelta = torch.optim.Adadelta(model.parameters(), lr=1.0)
 default = torch.optim.AdamW(model.parameters())
 from_args = torch.optim.SGD(model.parameters(), lr=args.lr)
+tiny_rnn = torch.optim.Adam(rnn.parameters(), lr=0.1)
+""",
+        # an optimizer over the input image, not over weights
+        """
+import torch
+image = torch.randn(1, 3, 224, 224, requires_grad=True)
+dream = torch.optim.SGD([image], lr=12)
+""",
+        # clipped SGD, as language models train
+        """
+import torch
+optimizer = torch.optim.SGD(model.parameters(), lr=20)
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+    optimizer.step()
 """,
     )
     INVALID = (
@@ -111,21 +147,67 @@ positional = optim.SGD(model.parameters(), 0.0)  # expect: PG501
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
+        if self.context.is_test_module:
+            return
+        called = {last_part(self.facts.qualified_name(s.node.func) or "") for s in self.facts.calls}
+        # Clipped SGD, and recurrent language models, train at lr 20 (Zaremba et al. 2014).
+        large_sgd = bool(called & {*_CLIPPING, "LSTM", "GRU", "RNN"})
         for site in self.facts.calls:
             qualified = self.facts.qualified_name(site.node.func) or ""
             optimizer = last_part(qualified)
             if not qualified.startswith("torch.optim.") or optimizer not in OPTIMIZER_CLASSES:
                 continue
-            bounds = LR_RANGES.get(optimizer)
+            limits = LR_LIMITS.get(optimizer)
             argument = _lr_argument(site.node)
-            if bounds is None or argument is None:
+            if limits is None or argument is None or not self._trains_weights(site.node):
                 continue
             value = literal_number(argument, self.facts)
             if value is None:
                 continue
-            low, high = bounds
-            if value <= 0 or not low <= value <= high:
+            low, high = limits
+            if large_sgd and optimizer in ("SGD", "ASGD"):
+                high = float("inf")
+            if value <= 0 or not low <= value < high:
                 self.report(argument, _message(optimizer, value, low, high))
+
+    def _trains_weights(self, call: cst.Call) -> bool:
+        """Whether the optimizer's parameters visibly come from a module's `.parameters()`."""
+        params = _params_argument(call)
+        return params is not None and _mentions_parameters(params, self.facts, depth=2)
+
+
+def _params_argument(call: cst.Call) -> cst.BaseExpression | None:
+    for index, arg in enumerate(call.args):
+        if (arg.keyword is not None and arg.keyword.value == "params") or (
+            arg.keyword is None and index == 0 and not arg.star
+        ):
+            return arg.value
+    return None
+
+
+def _mentions_parameters(node: cst.BaseExpression, facts: Facts, depth: int) -> bool:
+    code = cst.Module([]).code_for_node(node)
+    if "parameters(" in code or "param_groups" in code:
+        return True
+    if depth == 0:
+        return False
+    names = {n.value for n in _names_in(node)}
+    return any(
+        _mentions_parameters(value, facts, depth - 1)
+        for name in names
+        for value in facts.assignments.get(name, [])
+    )
+
+
+def _names_in(node: cst.CSTNode) -> list[cst.Name]:
+    found: list[cst.Name] = []
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.append(name)
+
+    node.visit(Names())
+    return found
 
 
 def _lr_argument(call: cst.Call) -> cst.BaseExpression | None:
@@ -138,13 +220,18 @@ def _lr_argument(call: cst.Call) -> cst.BaseExpression | None:
 
 
 def _message(optimizer: str, value: float, low: float, high: float) -> str:
+    usual = USUAL_RATES.get(optimizer, _ADAPTIVE_USUAL)
     if value <= 0:
-        problem = "is not positive, so nothing is learned"
-    elif value > high:
-        problem = f"is above {high:g}, where the loss oscillates or diverges"
-    else:
-        problem = f"is below {low:g}, where training barely moves"
-    return f"{optimizer} learning rate {value:g} {problem} (usual range {low:g} to {high:g})"
+        return f"{optimizer} learning rate {value:g} is not positive, so nothing is learned"
+    if value >= high:
+        return (
+            f"{optimizer} learning rate {value:g} is beyond doubt too high: at {high:g} or more "
+            f"the loss oscillates or diverges (usual values {usual})"
+        )
+    return (
+        f"{optimizer} learning rate {value:g} is beyond doubt too low: below {low:g} the "
+        f"weights barely move (usual values {usual})"
+    )
 
 
 class SchedulerBeforeOptimizer(StaticRule):
@@ -216,10 +303,18 @@ for x, y in loader:
 
     def leave_Module(self, original_node: cst.Module) -> None:
         reported: set[cst.CSTNode] = set()
+        # Where each event's loops live: a scheduler stepping in a loop of a called function
+        # is ordered within that loop (checked on its own), not within the caller's.
+        functions_of: dict[cst.CSTNode, set[int]] = {}
+        for each in self.facts.loops:
+            for event in each.events:
+                functions_of.setdefault(event.node, set()).add(id(each.function))
         for expand in (False, True):
             for loop in reversed(self.facts.loops):
                 events = self.facts.expand(loop.events) if expand else loop.events
                 for early in _scheduler_steps_before_first_step(events):
+                    if functions_of.get(early.node, set()) - {id(loop.function)}:
+                        continue
                     if early.node not in reported:
                         reported.add(early.node)
                         self.report(

@@ -41,6 +41,8 @@ def input_shape(facts: Facts) -> tuple[Shape, bool] | None:
         return None
     for name in qualified:
         if name.startswith("torchvision.datasets.") and last_part(name) in DATASET_INPUT_SHAPES:
+            if _reshapes_batches(facts):
+                return None  # `b_x.view(-1, 28 * 28)` before the model: not the data set's shape
             return DATASET_INPUT_SHAPES[last_part(name)], True
     for site, name in zip(facts.calls, qualified, strict=True):
         if (
@@ -53,6 +55,20 @@ def input_shape(facts: Facts) -> tuple[Shape, bool] | None:
                 continue
             return sizes[1:], False
     return None
+
+
+_RESHAPES = ("view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose")
+
+
+def _reshapes_batches(facts: Facts) -> bool:
+    """Whether code outside the models' `forward` reshapes tensors (the loop, a transform)."""
+    for site in facts.calls:
+        if site.function.class_name is not None and facts.is_module_class(site.function.class_name):
+            continue
+        func = site.node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in _RESHAPES:
+            return True
+    return False
 
 
 class LayerShapeMismatch(StaticRule):
