@@ -4,7 +4,7 @@ Every triage file (the shared `wild-a.json` and this project's `bench/corpus/*.j
 entry per file: repository, commit, path, the real pitfalls (`labels`, with lines), every wrong
 finding (`false_positives`, with the reason) and the debatable ones. Entries for the same file
 in several triage files are merged. Each repository is laid out whole at its commit (its .py
-files, from a bare git snapshot under `--mirror`), `check --preview` runs on the whole tree,
+files and the files that pin its dependencies, from a bare git snapshot under `--mirror`), `check --preview` runs on the whole tree,
 and every finding in a triaged file is matched:
 
   TP   a label of the same code within 3 lines
@@ -35,9 +35,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
-DEFAULT_TRIAGE = [PROJECT.parent / "shared" / "corpus" / "wild-a.json", *sorted((HERE / "corpus").glob("*.json"))]
+SHARED_TRIAGE = PROJECT.parent / "shared" / "corpus" / "wild-a.json"
+DEFAULT_TRIAGE = [SHARED_TRIAGE, *sorted((HERE / "corpus").glob("*.json"))]
 DEFAULT_MIRROR = PROJECT.parent / ".mirror"
 LINE_TOLERANCE = 3
+PITFALL_GUARD = str(Path(sys.executable).parent / "pitfall-guard")
 # Older triage files name a pitfall by category rather than by code.
 CATEGORY_CODES = {
     "zero_grad": "PG101", "missing_zero_grad": "PG101", "zero_grad_order": "PG102",
@@ -68,9 +70,8 @@ def load_triage(paths: Iterable[Path]) -> list[Entry]:
             if entry.get("converted_from_notebook") or not entry["path"].endswith(".py"):
                 continue
             key = (entry["repo"], entry["commit"], entry["path"])
-            known = merged.setdefault(
-                key, {**entry, "labels": [], "false_positives": [], "debatable": [], "fully_read": False}
-            )
+            empty = {"labels": [], "false_positives": [], "debatable": [], "fully_read": False}
+            known = merged.setdefault(key, {**entry, **empty})
             for part in ("labels", "false_positives", "debatable"):
                 known[part].extend(entry.get(part, []))
             known["fully_read"] = known["fully_read"] or entry.get("fully_read", True)
@@ -90,20 +91,28 @@ def lay_out(git: Path, commit: str, destination: Path) -> None:
         capture_output=True, check=True,
     ).stdout.decode().split("\0")  # fmt: skip
     for name in names:
-        if not name.endswith(".py"):
+        if not name.endswith(".py") and not _declares_dependencies(name):
             continue
-        shown = subprocess.run(["git", "--git-dir", str(git), "show", f"{commit}:{name}"], capture_output=True)
+        shown = subprocess.run(
+            ["git", "--git-dir", str(git), "show", f"{commit}:{name}"], capture_output=True
+        )
         if shown.returncode == 0:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(shown.stdout)
 
 
-def run_check(tree: Path, extra: list[str]) -> list[dict[str, Any]]:
-    command = [str(Path(sys.executable).parent / "pitfall-guard"), "check", "--exit-zero", "--preview"]
-    done = subprocess.run(
-        [*command, "--output-format", "json", *extra, "."], cwd=tree, capture_output=True, text=True
+def _declares_dependencies(name: str) -> bool:
+    """The files a project pins torch in, which `check` reads for its torch version."""
+    base = name.rsplit("/", 1)[-1]
+    return base in ("pyproject.toml", "setup.cfg") or (
+        base.endswith(".txt") and "requirements" in name
     )
+
+
+def run_check(tree: Path, extra: list[str]) -> list[dict[str, Any]]:
+    command = [PITFALL_GUARD, "check", "--exit-zero", "--preview", "--output-format", "json"]
+    done = subprocess.run([*command, *extra, "."], cwd=tree, capture_output=True, text=True)
     if done.returncode not in (0, 1):
         raise RuntimeError(f"check failed in {tree}: {done.stderr.strip()[-500:]}")
     findings: list[dict[str, Any]] = json.loads(done.stdout or "[]")
@@ -122,22 +131,29 @@ class Score:
 
 
 def _near(triaged: list[dict[str, Any]], code: str, line: int, tolerance: int = 1) -> bool:
-    return any(t.get("code") == code and abs(int(t.get("line", -99)) - line) <= tolerance for t in triaged)
+    return any(
+        t.get("code") == code and abs(int(t.get("line", -99)) - line) <= tolerance for t in triaged
+    )
+
+
+def _label_matches(label: dict[str, Any], code: str, line: int) -> bool:
+    if label_code(label) != code or not label.get("line"):
+        return False
+    lines = [int(label["line"]), *(int(x) for x in label.get("alt_lines", []))]
+    return min(abs(line - x) for x in lines) <= LINE_TOLERANCE
 
 
 def score_file(entry: Entry, findings: list[dict[str, Any]], score: Score, only: set[str]) -> None:
     where = f"{entry['repo']}:{entry['path']}"
-    labels = [lab for lab in entry["labels"] if label_code(lab) and (not only or label_code(lab) in only)]
+    labels = [
+        lab for lab in entry["labels"] if label_code(lab) and (not only or label_code(lab) in only)
+    ]
     hit: set[int] = set()
     for finding in findings:
         code, line = finding["code"], int(finding["line"])
         if code in ("PG001", "PG002") or (only and code not in only):
             continue
-        matches = [
-            i for i, lab in enumerate(labels)
-            if label_code(lab) == code and lab.get("line")
-            and min(abs(line - x) for x in [lab["line"], *lab.get("alt_lines", [])]) <= LINE_TOLERANCE
-        ]  # fmt: skip
+        matches = [i for i, lab in enumerate(labels) if _label_matches(lab, code, line)]
         if matches:
             score.add(code, "TP")
             hit.update(matches)
@@ -155,12 +171,13 @@ def score_file(entry: Entry, findings: list[dict[str, Any]], score: Score, only:
         if i in hit:
             score.add(code, "found")
         else:
-            score.lines.append(f"  MISS {where}:{lab.get('line')} {code} ({lab.get('severity', '')})")
+            severity = lab.get("severity", "")
+            score.lines.append(f"  MISS {where}:{lab.get('line')} {code} ({severity})")
 
 
 def preview_codes() -> set[str]:
     listed = subprocess.run(
-        [str(Path(sys.executable).parent / "pitfall-guard"), "rules", "--output-format", "json"],
+        [PITFALL_GUARD, "rules", "--output-format", "json"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return {row["code"] for row in json.loads(listed) if row.get("maturity") == "preview"}

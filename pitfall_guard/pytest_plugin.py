@@ -88,7 +88,9 @@ class PitfallGuardItem(pytest.Item):
         findings = [
             finding
             for finding in check_file(self._display_path(), enabled, torch)
-            if settings.is_enabled(finding.code, self.path, preview=plugins.is_preview(finding.code))
+            if settings.is_enabled(
+                finding.code, self.path, preview=plugins.is_preview(finding.code)
+            )
         ]
         if findings:
             raise PitfallGuardFailure(findings)

@@ -255,6 +255,17 @@ import torch
 def load(path, **kwargs):
     return torch.load(path, **kwargs)
 """,
+        # objects sent between the processes of one job, through memory
+        """
+import io
+import torch
+def broadcast(obj, src=0):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = send(buffer.getbuffer(), src)
+    buffer = io.BytesIO(data)
+    return torch.load(buffer)
+""",
     )
     INVALID = (
         """
@@ -269,6 +280,12 @@ import torch
 import dill
 trusted = torch.load("full_model.pt", weights_only=False)  # expect: PG603
 other = torch.load("model.pt", pickle_module=dill)  # expect: PG603
+""",
+        # before torch 1.13 there is no weights_only to pass: no fix, a different advice
+        """
+# pitfall-guard: torch-version=1.2
+import torch
+net.load_state_dict(torch.load("weights.pth"))  # expect: PG603
 """,
     )
 
@@ -316,6 +333,16 @@ other = torch.load("model.pt", pickle_module=dill)  # expect: PG603
         fix = Fix("add weights_only=True", (edit,), safe=_feeds_load_state_dict(self.facts, call))
         if new_enough is False:
             assert torch.torch is not None
+            if torch.torch < _WEIGHTS_ONLY_ADDED:
+                self.report(
+                    call,
+                    f"torch.load unpickles arbitrary objects on torch "
+                    f"{format_version(torch.torch)} ({torch.source}), which has no "
+                    "weights_only yet: a checkpoint file can run code on this machine",
+                    hint="load only files you trust, or move to torch>=1.13 and pass "
+                    "weights_only=True",
+                )
+                return
             self.report(
                 call,
                 f"torch.load without weights_only=True unpickles arbitrary objects on torch "
@@ -334,6 +361,7 @@ other = torch.load("model.pt", pickle_module=dill)  # expect: PG603
         )
 
 
+_WEIGHTS_ONLY_ADDED = (1, 13)
 _WEIGHTS_ONLY_DEFAULT = (2, 6)
 
 
@@ -357,9 +385,12 @@ def _feeds_load_state_dict(facts: Facts, load: cst.Call) -> bool:
     """`model.load_state_dict(torch.load(path))`: what is loaded can only be tensors."""
     for site in facts.calls:
         func = site.node.func
-        if isinstance(func, cst.Attribute) and func.attr.value == "load_state_dict":
-            if any(arg.value is load for arg in site.node.args):
-                return True
+        if (
+            isinstance(func, cst.Attribute)
+            and func.attr.value == "load_state_dict"
+            and any(arg.value is load for arg in site.node.args)
+        ):
+            return True
     return False
 
 

@@ -54,6 +54,7 @@ for epoch in range(10):
 from torch.utils.data import DistributedSampler
 test_sampler = DistributedSampler(test_set, shuffle=False)
 val_sampler = DistributedSampler(val_set)
+sampler2 = DistributedSampler(val_dataset, rank=rank, num_replicas=world_size)
 """,
         # the training helper of another file receives the sampler
         """
@@ -100,8 +101,11 @@ for epoch in range(10):
                 continue
             # Not kept under a name (returned, passed on): whoever receives it sets the epoch.
             sampler = self._name_of(site.node)
-            if sampler is None or _EVALUATION_DATA.search(sampler) or self._handed_elsewhere(
-                sampler
+            dataset = dotted_name(site.node.args[0].value) if site.node.args else None
+            if (
+                sampler is None
+                or _EVALUATION_DATA.search(f"{sampler} {dataset or ''}")
+                or self._handed_elsewhere(sampler)
             ):
                 continue
             self.report(

@@ -149,7 +149,7 @@ class Facts:
         found: set[str] = set()
         for site in self.calls:
             func = site.node.func
-            if not isinstance(func, cst.Attribute) or func.attr.value not in ("forward", "backward"):
+            if not isinstance(func, cst.Attribute) or func.attr.value not in _PLAIN_FUNCTIONS:
                 continue
             name = dotted_name(func.value)
             if name is None:
@@ -438,6 +438,8 @@ class Facts:
         return None
 
 
+# Methods of a module object that are its own functions, not nn.Module calls.
+_PLAIN_FUNCTIONS = ("forward", "backward")
 MODEL_WRAPPERS = frozenset({"DistributedDataParallel", "DataParallel", "compile", "DDP"})
 
 

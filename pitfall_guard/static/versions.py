@@ -27,7 +27,7 @@ _REQUIREMENT = re.compile(
 )
 _CLAUSE = re.compile(r"(?P<op>==|>=|~=|>|<=|<|!=)\s*(?P<version>\d+(?:\.\d+)*)")
 _FILE_SETTING = re.compile(r"#\s*pitfall-guard:\s*torch-version\s*=\s*(\d+(?:\.\d+)?)")
-_REQUIREMENTS_FILES = ("requirements*.txt", "requirements/*.txt", "environment*.yml")
+_REQUIREMENTS_FILES = ("requirements*.txt", "requirements/**/*.txt", "environment*.yml")
 
 
 def parse_version(text: str) -> Version | None:
@@ -159,11 +159,16 @@ def _pins_in_directory(directory: Path) -> tuple[dict[str, Version], str] | None
                 candidates.append((path, path.read_text(encoding="utf-8").splitlines()))
             except (OSError, UnicodeDecodeError):
                 continue
+    # Several files (base, extras, docs, typing): the lowest pin is what the project supports.
+    lowest: dict[str, tuple[Version, str]] = {}
     for path, lines in candidates:
-        pins = pins_in_requirements(lines)
-        if "torch" in pins or "torchvision" in pins:
-            return pins, path.name
-    return None
+        for name, version in pins_in_requirements(lines).items():
+            if name not in lowest or version < lowest[name][0]:
+                lowest[name] = (version, path.relative_to(directory).as_posix())
+    if not lowest:
+        return None
+    source = (lowest.get("torch") or lowest["torchvision"])[1]
+    return {name: version for name, (version, _) in lowest.items()}, source
 
 
 def _stops_the_search(directory: Path) -> bool:

@@ -94,6 +94,30 @@ model = Net()
 for images, labels in train_loader:
     outputs = model(images)
 """,
+        # loaders made by a helper of another file (accelerator.prepare, say)
+        """
+import torch
+from utils import get_training_utilities
+def evaluate(model, dataloader):
+    model.eval()
+    for batch in dataloader:
+        with torch.no_grad():
+            outputs = model(**batch)
+model, train_dataloader, eval_dataloader = get_training_utilities()
+model.to("cuda")
+evaluate(model, eval_dataloader)
+""",
+        # a helper for modules and plain functions alike
+        """
+import torch
+def accuracy(data_iter, net, device):
+    net = net.to(device) if isinstance(net, torch.nn.Module) else net
+    for X, y in data_iter:
+        if isinstance(net, torch.nn.Module):
+            net(X.to(device))
+        else:
+            net(X)
+""",
         # a collate_fn moves the batches
         """
 import torch
@@ -143,10 +167,20 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
 """,
     )
 
+    def __init__(self, context: FileContext) -> None:
+        super().__init__(context)
+        self._not_modules: set[cst.Call] = set()
+
+    def visit_If(self, node: cst.If) -> None:
+        # `if isinstance(net, nn.Module): ... else: net(X)`: there `net` is a plain function.
+        if node.orelse is not None and "isinstance(" in cst.Module([]).code_for_node(node.test):
+            self._not_modules.update(calls_within(node.orelse))
+
     def leave_Module(self, original_node: cst.Module) -> None:
         facts = self.facts
         for site in facts.calls:
-            self._check_forward_call(site)
+            if site.node not in self._not_modules:
+                self._check_forward_call(site)
         self._check_forward_creations()
         for operation in facts.name_operations:
             self._check_mixed_arithmetic(operation)
@@ -580,6 +614,16 @@ USE_CUDA = True  # expect: PG204
 if USE_CUDA:
     model = model.cuda()
 """,
+        # NCCL only on the distributed path: the single-process path must still run anywhere
+        """
+import torch
+import torch.distributed as dist
+if args.distributed:
+    dist.init_process_group("nccl")
+    torch.cuda.set_device(args.local_rank)
+    device = torch.device("cuda", args.local_rank)
+model = Net().cuda()  # expect: PG204
+""",
     )
 
     def __init__(self, context: FileContext) -> None:
@@ -589,6 +633,8 @@ if USE_CUDA:
         self._unguarded: list[cst.CSTNode] = []
         self._hard_coded_switches: dict[str, cst.CSTNode] = {}
         self._switched = False
+        self._ifs = 0
+        self._gpu_only = False
 
     def _under_switch(self) -> bool:
         return any(self._guards) or any(self._scopes)
@@ -611,14 +657,19 @@ if USE_CUDA:
         self._guards.pop()
 
     def visit_If(self, node: cst.If) -> None:
-        is_switch = _mentions_device(node.test)
+        # A branch that sets up NCCL or a CUDA device is the GPU path (`if distributed:`).
+        is_switch = _mentions_device(node.test) or any(
+            map(self._gpu_only_call, calls_within(node.body))
+        )
         self._switched |= is_switch
         self._guards.append(is_switch)
+        self._ifs += 1
         if is_switch:
             self._note_hard_coded_switch(node.test)
 
     def leave_If(self, original_node: cst.If) -> None:
         self._guards.pop()
+        self._ifs -= 1
         if _mentions_device(original_node.test) and _exits(original_node.body):
             self._scopes[-1] = True  # what follows runs only where there is a GPU
 
@@ -635,6 +686,8 @@ if USE_CUDA:
             self._scopes[-1] = True
 
     def visit_Call(self, node: cst.Call) -> None:
+        if not self._ifs and self._gpu_only_call(node):
+            self._gpu_only = True  # unconditionally: the whole file needs a GPU
         if self._under_switch():
             return
         place = _hardcoded_cuda(self.facts, node)
@@ -656,7 +709,7 @@ if USE_CUDA:
             self._hard_coded_switches.setdefault(test.value, values[0])
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        if self.context.is_test_module or any(map(self._gpu_only_by_design, self.facts.calls)):
+        if self.context.is_test_module or self._gpu_only:
             return
         if _imports_cpp_extension(self.facts) or self.facts.extension_receivers():
             return
@@ -682,13 +735,14 @@ if USE_CUDA:
         for node in self._unguarded:
             self.report(node, message)
 
-    def _gpu_only_by_design(self, site: CallSite) -> bool:
-        """NCCL, `torch.cuda.set_device`, CUDA events: code meant for GPUs only."""
-        qualified = self.facts.qualified_name(site.node.func) or ""
+    def _gpu_only_call(self, call: cst.Call) -> bool:
+        """NCCL, `torch.cuda.set_device`, CUDA events: code meant for GPUs only (when it runs
+        unconditionally; under `if distributed:` only that path needs a GPU)."""
+        qualified = self.facts.qualified_name(call.func) or ""
         if qualified in _GPU_ONLY_CALLS:
             return True
         return last_part(qualified) == "init_process_group" and any(
-            string_value(arg.value) == "nccl" for arg in site.node.args
+            string_value(arg.value) == "nccl" for arg in call.args
         )
 
 

@@ -17,6 +17,7 @@ from pitfall_guard.static.facts import (
     GradEvent,
     Kind,
     Loop,
+    argument_for,
     calls_within,
     strip_chain,
 )
@@ -158,27 +159,64 @@ def _switches_to_eval(facts: Facts, region: EvalRegion) -> bool:
     )
 
 
-def has_mode_dependent_layers(facts: Facts) -> bool | None:
-    """Whether the file's models have Dropout/BatchNorm; None when no model is visible."""
-    seen_model = False
-    for name, kind in facts.bindings.items():
-        if kind is not Kind.MODEL:
-            continue
-        constructor = facts.constructors[name]
-        qualified = facts.qualified_name(constructor.func) or ""
-        if qualified.startswith("torchvision.models."):
-            return True
-        if qualified in facts.classes:
-            continue
-        seen_model = True
-        if _mentions_mode_layers(facts, constructor):
-            return True
-    for class_name, info in facts.classes.items():
-        if facts.is_module_class(class_name):
-            seen_model = True
-            if _mentions_mode_layers(facts, info.node):
+def has_mode_dependent_layers(facts: Facts, model: str, function: Function | None) -> bool:
+    """Whether the file shows that `model`, as used in `function`, has Dropout/BatchNorm.
+
+    The model is followed to its constructor: a binding of the file, or what the file's
+    callers pass for a parameter. A model whose layers the file does not show is not
+    reported: eval() may change nothing for it.
+    """
+    return _shows_mode_layers(facts, model, function, depth=3)
+
+
+def _shows_mode_layers(facts: Facts, model: str, function: Function | None, depth: int) -> bool:
+    if depth == 0:
+        return False
+    callers = facts.callers_of(function.name) if function is not None else []
+    if function is not None and function.node is not None and model in function.parameter_names():
+        if not callers:
+            # Never called here: the script's own model of that name is the likely one.
+            return _shows_mode_layers(facts, model, None, depth - 1)
+        for site in callers:
+            passed = argument_for(site.node, function, model)
+            if isinstance(passed, cst.Call) and _constructor_shows_mode_layers(facts, passed):
                 return True
-    return False if seen_model else None
+            name = dotted_name(passed) if passed is not None else None
+            if name is not None and _shows_mode_layers(facts, name, site.function, depth - 1):
+                return True
+        return False
+    constructor = facts.constructors.get(model)
+    if constructor is None:
+        values = facts.assignments.get(model, [])
+        calls = [strip_chain(value)[0] for value in values]
+        return any(
+            isinstance(call, cst.Call) and _constructor_shows_mode_layers(facts, call)
+            for call in calls
+        )
+    return _constructor_shows_mode_layers(facts, constructor)
+
+
+def _constructor_shows_mode_layers(
+    facts: Facts, constructor: cst.Call, follow_builders: bool = True
+) -> bool:
+    qualified = facts.qualified_name(constructor.func) or ""
+    if qualified.startswith("torchvision.models."):
+        return True
+    builder = facts.functions.get(qualified)
+    if builder is not None and builder.node is not None and follow_builders:
+        # `build_model(arch)`: a function of the file that constructs the model.
+        return any(
+            _constructor_shows_mode_layers(facts, call, follow_builders=False)
+            for call in calls_within(builder.node)
+            if call is not constructor
+        )
+    if qualified in facts.classes:
+        return facts.is_module_class(qualified) and _mentions_mode_layers(
+            facts, facts.classes[qualified].node
+        )
+    if qualified.startswith("torch.nn."):
+        return _mentions_mode_layers(facts, constructor)
+    return False
 
 
 def _mentions_mode_layers(facts: Facts, node: cst.CSTNode) -> bool:
@@ -342,10 +380,10 @@ with torch.no_grad():
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        # eval() changes nothing without Dropout/BatchNorm, and an unseen model may have none.
-        if not has_mode_dependent_layers(self.facts):
-            return
         for region in evaluation_regions(self.facts):
+            # eval() changes nothing without Dropout/BatchNorm; an unseen model may have none.
+            if not has_mode_dependent_layers(self.facts, region.model, region.forward.function):
+                continue
             if not _switches_to_eval(self.facts, region):
                 self.report(
                     region.forward.node,

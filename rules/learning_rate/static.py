@@ -263,6 +263,24 @@ class SchedulerBeforeOptimizer(StaticRule):
     hint = "call scheduler.step() after optimizer.step()"
 
     VALID = (
+        # two trainings called one after the other: each orders its own loop
+        """
+import torch
+def train_baseline(model, loader, scheduler):
+    for batch in loader:
+        model(batch).backward()
+        model.step()
+        scheduler.step()
+def train_integration(model, loader, optimizer, scheduler):
+    for batch in loader:
+        model(batch).backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+for stage in [1, 2]:
+    train_baseline(engine, loader, scheduler)
+    train_integration(model, loader, optimizer, scheduler)
+""",
         """
 import torch
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

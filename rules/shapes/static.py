@@ -104,6 +104,18 @@ class LayerShapeMismatch(StaticRule):
     hint = "set the layer's input size to the computed one (or use nn.LazyLinear)"
 
     VALID = (
+        # the loop flattens each batch before the model
+        """
+import torch
+from torch import nn
+import torchvision
+train_data = torchvision.datasets.MNIST(root="data", train=True)
+autoencoder = nn.Sequential(nn.Linear(28 * 28, 128), nn.Tanh(), nn.Linear(128, 28 * 28))
+optimizer = torch.optim.Adam(autoencoder.parameters(), lr=5e-3)
+for x, _ in loader:
+    b_x = x.view(-1, 28 * 28)
+    loss = nn.functional.mse_loss(autoencoder(b_x), b_x)
+""",
         """
 import torch
 from torch import nn
