@@ -4,8 +4,8 @@ Every triage file (the shared `wild-a.json` and this project's `bench/corpus/*.j
 entry per file: repository, commit, path, the real pitfalls (`labels`, with lines), every wrong
 finding (`false_positives`, with the reason) and the debatable ones. Entries for the same file
 in several triage files are merged. Each repository is laid out whole at its commit (its .py
-files and the files that pin its dependencies, from a bare git snapshot under `--mirror`), `check --preview` runs on the whole tree,
-and every finding in a triaged file is matched:
+files and the files that pin its dependencies, from a bare git snapshot under `--mirror`),
+`check --preview` runs on the whole tree, and every finding in a triaged file is matched:
 
   TP   a label of the same code within 3 lines
   FP   a triaged false positive of that code within 1 line

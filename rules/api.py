@@ -64,9 +64,13 @@ class PretrainedDeprecated(StaticRule):
     ## What it catches
     torchvision model builders called with `pretrained=` (or `pretrained_backbone=`).
 
+    Projects on torchvision older than 0.13 (from the `torch-version`, or the project's
+    torchvision pin), which has no `weights=` yet, are left alone.
+
     ## Why it matters
-    `pretrained` is deprecated since torchvision 0.13 and removed in recent releases, where
-    the call fails. Where it still works it hides which weights are loaded.
+    `pretrained` is deprecated since torchvision 0.13: every call warns, the argument may be
+    removed in a future release, and `pretrained=True` hides which weights are loaded (the
+    enum names them, with their accuracy and preprocessing).
 
     ## Example
     ```python
@@ -93,6 +97,12 @@ from torchvision.models import resnet18, ResNet18_Weights
 model = resnet18(weights=ResNet18_Weights.DEFAULT)
 other = torchvision.models.vgg16(weights=None)
 """,
+        # torch 1.8 goes with torchvision 0.9, which only has pretrained=
+        """
+# pitfall-guard: torch-version=1.8
+import torchvision
+resnet = torchvision.models.resnet18(pretrained=True)
+""",
     )
     INVALID = (
         """
@@ -100,13 +110,19 @@ import torchvision
 resnet = torchvision.models.resnet18(pretrained=True)  # expect: PG601
 from torchvision import models
 vgg = models.vgg16_bn(pretrained=False)  # expect: PG601
+# builders looked up by name
+chosen = models.__dict__[args.arch](pretrained=True)  # expect: PG601
+backbone = getattr(torchvision.models, name)(pretrained=is_main_process())  # expect: PG601
 """,
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
+        torchvision = self.context.torch.torchvision_version()
+        if torchvision is not None and torchvision < _WEIGHTS_ADDED:
+            return  # there is no weights= to move to
         for site in self.facts.calls:
             qualified = self.facts.qualified_name(site.node.func) or ""
-            if not qualified.startswith("torchvision.models."):
+            if not qualified.startswith("torchvision.models.") and not self._looked_up(site):
                 continue
             for arg in site.node.args:
                 if arg.keyword is not None and arg.keyword.value in (
@@ -115,10 +131,23 @@ vgg = models.vgg16_bn(pretrained=False)  # expect: PG601
                 ):
                     self.report(
                         arg,
-                        f"{arg.keyword.value}= is deprecated (torchvision 0.13) and fails on "
-                        "recent releases",
+                        f"{arg.keyword.value}= is deprecated since torchvision 0.13: it still "
+                        "works but warns, and hides which weights are loaded",
                         fix=self._fix(site, arg),
                     )
+
+    def _looked_up(self, site: CallSite) -> bool:
+        """`models.__dict__[args.arch](...)`, `getattr(torchvision.models, name)(...)`."""
+        func = site.node.func
+        if (
+            isinstance(func, cst.Subscript)
+            and isinstance(func.value, cst.Attribute)
+            and func.value.attr.value == "__dict__"
+        ):
+            return self.facts.qualified_name(func.value.value) == "torchvision.models"
+        if isinstance(func, cst.Call) and dotted_name(func.func) == "getattr" and func.args:
+            return self.facts.qualified_name(func.args[0].value) == "torchvision.models"
+        return False
 
     def _fix(self, site: CallSite, arg: cst.Arg) -> Fix | None:
         assert arg.keyword is not None
@@ -137,6 +166,9 @@ vgg = models.vgg16_bn(pretrained=False)  # expect: PG601
         end = self.context.position(arg.value).end
         edit = Edit(span.start.line, span.start.column + 1, end.line, end.column + 1, replacement)
         return Fix(f"use {replacement}", (edit,), safe=safe)
+
+
+_WEIGHTS_ADDED = (0, 13)
 
 
 class DataParallelUsed(StaticRule):

@@ -153,3 +153,54 @@ def test_disabling_the_builtin_pack_leaves_only_core_codes(project: Path) -> Non
     code, listing = run("rules", "--disable-plugin", "builtin")
     assert code == 0 and "PG101" not in listing and "PG001" in listing
     assert run("check", "--disable-plugin", "builtin", "train.py")[0] == 0
+
+
+DATA_PARALLEL = "import torch.nn as nn\nmodel = nn.DataParallel(model)\n"
+LOAD = "import torch\nstate = torch.load('model.pt')\n"
+
+
+def test_preview_rules_run_only_when_named_or_with_preview(project: Path) -> None:
+    (project / "dp.py").write_text(DATA_PARALLEL)
+    assert run("check", "dp.py") == (0, "All checks passed! (1 file checked)\n")
+    assert run("check", "dp.py", "--select", "PG6")[0] == 0  # a prefix is not enough
+    code, out = run("check", "dp.py", "--select", "PG602", "--output-format", "concise")
+    assert code == 1 and "dp.py:2:9: PG602" in out
+    assert run("check", "dp.py", "--preview")[0] == 1
+    (project / "pyproject.toml").write_text("[tool.pitfall-guard]\npreview = true\n")
+    assert run("check", "dp.py")[0] == 1
+
+
+def test_rules_and_rule_say_which_rules_are_preview(project: Path) -> None:
+    _, listing = run("rules")
+    row = {line[:5]: line for line in listing.splitlines() if line.startswith("PG")}
+    assert (row["PG602"][9], row["PG101"][9]) == ("P", " ")
+    _, rows = run("rules", "--output-format", "json")
+    maturity = {row["code"]: row["maturity"] for row in json.loads(rows)}
+    assert maturity["PG602"] == "preview" and maturity["PG301"] == "stable"
+    _, doc = run("rule", "PG602")
+    assert "Preview: not in the default selection of check (" in doc
+    assert "Stable: in the default selection" in run("rule", "PG101")[1]
+
+
+def test_torch_version_setting_and_project_pins(project: Path) -> None:
+    (project / ".git").mkdir()
+    (project / "load.py").write_text(LOAD)
+    _, out = run("check", "load.py", "--output-format", "json", "--torch-version", "2.4")
+    [finding] = json.loads(out)
+    assert (finding["severity"], "torch 2.4 (torch-version = '2.4' in --torch-version)") == (
+        "warning",
+        finding["message"].split("objects on ", 1)[1].split(":")[0],
+    )
+    assert run("check", "load.py", "--torch-version", "2.6")[0] == 0
+    (project / "requirements.txt").write_text("torch>=2.6,<3\n")
+    assert run("check", "load.py")[0] == 0  # the project supports only torch >= 2.6
+    (project / "pyproject.toml").write_text('[tool.pitfall-guard]\ntorch-version = "2.0"\n')
+    assert run("check", "load.py")[0] == 1  # the setting wins over the pins
+
+
+def test_bad_torch_version_setting_is_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "pyproject.toml").write_text('[tool.pitfall-guard]\ntorch-version = "new"\n')
+    assert run("check", "train.py")[0] == 2
+    assert "torch-version must look like '2.6', got 'new'" in capsys.readouterr().err

@@ -23,7 +23,7 @@ _TORCHVISION_FOR_TORCH_1 = 1
 _TORCHVISION_FOR_TORCH_2 = 15
 
 _REQUIREMENT = re.compile(
-    r"^\s*(?P<name>torch|torchvision)\s*(\[[^\]]*\])?\s*(?P<spec>[^;#]*)", re.IGNORECASE
+    r"^\s*(?P<name>torchvision|torch)\b\s*(\[[^\]]*\])?\s*(?P<spec>[^;#]*)", re.IGNORECASE
 )
 _CLAUSE = re.compile(r"(?P<op>==|>=|~=|>|<=|<|!=)\s*(?P<version>\d+(?:\.\d+)*)")
 _FILE_SETTING = re.compile(r"#\s*pitfall-guard:\s*torch-version\s*=\s*(\d+(?:\.\d+)?)")

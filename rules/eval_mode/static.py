@@ -340,6 +340,17 @@ with torch.no_grad():
     for x, y in test_loader:
         model(x)
 """,
+        # eval() at the top level of the script, before the evaluation function runs
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(784, 128), nn.Dropout(0.5), nn.Linear(128, 10))
+def test(loader):
+    with torch.no_grad():
+        return [model(x) for x, _ in loader]
+model.eval()
+test(test_loader)
+""",
     )
     INVALID = (
         """
