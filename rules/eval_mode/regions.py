@@ -1,0 +1,243 @@
+"""Where a file evaluates a model, and whether the file shows the model's Dropout/BatchNorm:
+the knowledge the PG3xx rules share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import libcst as cst
+
+from pitfall_guard.static.facts import (
+    CallSite,
+    EventKind,
+    Facts,
+    Function,
+    GradEvent,
+    Kind,
+    Loop,
+    argument_for,
+    calls_within,
+    strip_chain,
+)
+from pitfall_guard.static.names import dotted_name, last_part
+from pitfall_guard.static.torch_api import MODE_DEPENDENT_LAYERS, MODE_DEPENDENT_WITH
+
+_EVAL_FUNCTION = re.compile(
+    r"^_?(evaluate|evaluation|eval|validate|validation|val|valid|test|testing|predict|"
+    r"inference|infer)(_\w+)?$|evaluat|validat",
+    re.IGNORECASE,
+)
+_EVAL_LOADER = re.compile(r"val|test|eval|holdout", re.IGNORECASE)
+_LOOP_WRAPPERS = ("enumerate", "tqdm", "tqdm.tqdm", "iter")
+
+
+@dataclass(frozen=True)
+class EvalRegion:
+    """Code that evaluates a model: an evaluation function, or a loop over a test loader."""
+
+    description: str
+    forward: CallSite
+    model: str
+    function: Function | None
+    loop: Loop | None
+
+
+def _trains(events: Sequence[GradEvent]) -> bool:
+    return any(
+        event.kind in (EventKind.STEP, EventKind.BACKWARD, EventKind.CLOSURE_STEP)
+        for event in events
+    )
+
+
+def _model_call(facts: Facts, site: CallSite) -> str | None:
+    name = dotted_name(site.node.func)
+    if name is None or name in facts.classes or facts.kind_of(site.node.func) is not Kind.MODEL:
+        return None  # `Net()` builds a model, it runs none
+    return name
+
+
+def _unwrap_loop_iterable(node: cst.BaseExpression | None) -> cst.BaseExpression | None:
+    while isinstance(node, cst.Call) and dotted_name(node.func) in _LOOP_WRAPPERS and node.args:
+        node = node.args[0].value
+    return node
+
+
+def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
+    """Every evaluation function and loop of the file with its first forward pass."""
+    eval_functions = set()
+    for function in facts.all_functions:
+        if (
+            function.node is None
+            or function.name.startswith("test_")
+            # Lightning switches modes and disables grad around its *_step hooks itself.
+            or (function.class_name is not None and facts.is_lightning_class(function.class_name))
+            or not _EVAL_FUNCTION.search(function.name)
+            or _trains(facts.expand(function.events))
+        ):
+            continue
+        site = next(
+            (s for s in facts.calls if s.function is function and _model_call(facts, s)), None
+        )
+        if site is not None and not _is_shape_probe(facts, site):
+            eval_functions.add(function)
+            model = _model_call(facts, site) or ""
+            yield EvalRegion(f"{function.name}()", site, model, function, None)
+    for loop in facts.loops:
+        iterable = _unwrap_loop_iterable(loop.iterable)
+        name = dotted_name(iterable) if iterable is not None else None
+        if (
+            iterable is None
+            or name is None
+            or loop.function in eval_functions
+            or not _EVAL_LOADER.search(last_part(name))
+            or facts.kind_of(iterable) is not Kind.LOADER
+            or _trains(facts.expand(loop.events))
+        ):
+            continue
+        site = next((s for s in facts.calls if loop in s.loops and _model_call(facts, s)), None)
+        if site is not None:
+            model = _model_call(facts, site) or ""
+            yield EvalRegion(f"the loop over '{name}'", site, model, loop.function, loop)
+
+
+# Tensors made from nothing: a forward on them checks shapes, it evaluates nothing.
+_MADE_UP_TENSORS = frozenset(
+    {
+        "torch.randn",
+        "torch.rand",
+        "torch.randint",
+        "torch.zeros",
+        "torch.ones",
+        "torch.empty",
+        "torch.full",
+        "torch.arange",
+        "torch.Tensor",
+        "torch.FloatTensor",
+    }
+)
+
+
+def _is_shape_probe(facts: Facts, site: CallSite) -> bool:
+    """`y = net(torch.randn(1, 3, 32, 32)); print(y.size())`: a smoke test, not an evaluation."""
+    if not site.node.args or site.loops:
+        return False
+    value = site.node.args[0].value
+    if isinstance(value, cst.Name):
+        # Made up in the function itself: data made up at the top of a script stands in for
+        # a real data set.
+        values = site.function.assignments.get(value.value, [])
+        return bool(values) and all(_made_up(facts, v) for v in values)
+    return _made_up(facts, value)
+
+
+def _made_up(facts: Facts, value: cst.BaseExpression) -> bool:
+    value, _ = strip_chain(value)
+    while isinstance(value, cst.Call) and last_part(dotted_name(value.func) or "") == "Variable":
+        if not value.args:
+            return False
+        value, _ = strip_chain(value.args[0].value)
+    return isinstance(value, cst.Call) and facts.qualified_name(value.func) in _MADE_UP_TENSORS
+
+
+def switches_to_eval(facts: Facts, region: EvalRegion) -> bool:
+    if region.loop is not None:
+        scopes = [region.loop.function] if region.loop.function else []
+    else:
+        scopes = [region.function] if region.function else []
+        if region.function is not None and region.function.node is not None:
+            scopes += [site.function for site in facts.callers_of(region.function.name)]
+    # A script that switches to eval() at its top level before evaluating counts too.
+    scopes.append(facts.module_scope)
+    return any(
+        event.kind is EventKind.EVAL_MODE
+        for scope in scopes
+        if scope is not None
+        for event in facts.expand(scope.events)
+    )
+
+
+def has_mode_dependent_layers(facts: Facts, model: str, function: Function | None) -> bool:
+    """Whether the file shows that `model`, as used in `function`, has Dropout/BatchNorm.
+
+    The model is followed to its constructor: a binding of the file, or what the file's
+    callers pass for a parameter. A model whose layers the file does not show is not
+    reported: eval() may change nothing for it.
+    """
+    return _shows_mode_layers(facts, model, function, depth=3)
+
+
+def _shows_mode_layers(facts: Facts, model: str, function: Function | None, depth: int) -> bool:
+    if depth == 0:
+        return False
+    callers = facts.callers_of(function.name) if function is not None else []
+    if function is not None and function.node is not None and model in function.parameter_names():
+        if not callers:
+            # Never called here: the script's own model of that name is the likely one.
+            return _shows_mode_layers(facts, model, None, depth - 1)
+        for site in callers:
+            passed = argument_for(site.node, function, model)
+            if isinstance(passed, cst.Call) and _constructor_shows_mode_layers(facts, passed):
+                return True
+            name = dotted_name(passed) if passed is not None else None
+            if name is not None and _shows_mode_layers(facts, name, site.function, depth - 1):
+                return True
+        return False
+    constructor = facts.constructors.get(model)
+    if constructor is None:
+        values = facts.assignments.get(model, [])
+        calls = [strip_chain(value)[0] for value in values]
+        return any(
+            isinstance(call, cst.Call) and _constructor_shows_mode_layers(facts, call)
+            for call in calls
+        )
+    return _constructor_shows_mode_layers(facts, constructor)
+
+
+def _constructor_shows_mode_layers(
+    facts: Facts, constructor: cst.Call, follow_builders: bool = True
+) -> bool:
+    qualified = facts.qualified_name(constructor.func) or ""
+    if qualified.startswith("torchvision.models."):
+        return True
+    builder = facts.functions.get(qualified)
+    if builder is not None and builder.node is not None and follow_builders:
+        # `build_model(arch)`: a function of the file that constructs the model.
+        return any(
+            _constructor_shows_mode_layers(facts, call, follow_builders=False)
+            for call in calls_within(builder.node)
+            if call is not constructor
+        )
+    if qualified in facts.classes:
+        return facts.is_module_class(qualified) and _mentions_mode_layers(
+            facts, facts.classes[qualified].node
+        )
+    if qualified.startswith("torch.nn."):
+        return _mentions_mode_layers(facts, constructor)
+    return False
+
+
+def _mentions_mode_layers(facts: Facts, node: cst.CSTNode) -> bool:
+    code = cst.Module([]).code_for_node(node)
+    if any(re.search(rf"\b{layer}\b", code) for layer in MODE_DEPENDENT_LAYERS) or re.search(
+        r"\bF\.dropout\b|functional\.dropout", code
+    ):
+        return True
+    return any(map(_mode_dependent_by_argument, calls_within(node)))
+
+
+def _mode_dependent_by_argument(call: cst.Call) -> bool:
+    """`nn.LSTM(..., dropout=0.2)`, `nn.InstanceNorm2d(8, track_running_stats=True)`."""
+    keyword = MODE_DEPENDENT_WITH.get(last_part(dotted_name(call.func) or ""))
+    if keyword is None:
+        return False
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            value = arg.value
+            if isinstance(value, cst.Integer | cst.Float):
+                return float(value.evaluated_value) > 0
+            if isinstance(value, cst.Name) and value.value in ("True", "False"):
+                return value.value == "True"
+            return True  # set from a variable: it may well be on
+    return False
