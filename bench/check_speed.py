@@ -2,7 +2,9 @@
 
     python bench/check_speed.py [PATH ...]   # default: fixtures/ and the installed torchvision
 
-Prints one line per target: files, seconds, files/s, serial and with the process pool.
+Prints one line per target: files, seconds, files/s, serial and with the process pool, then
+what following imports into the project's other files costs: serial seconds with and without
+it (best of 3 each) and their ratio.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from pitfall_guard.plugins import load_plugins
+from pitfall_guard.static import engine
 from pitfall_guard.static.discovery import discover
 from pitfall_guard.static.engine import check_files
 
@@ -44,6 +47,23 @@ def main() -> None:
                 f"{target.name:<14} {label:<6} files={files:<5} findings={findings:<4} "
                 f"seconds={seconds:.2f} files_per_s={files / seconds:.1f}"
             )
+        print(f"{target.name:<14} project-wide step: {project_wide_overhead(target)}")
+
+
+def project_wide_overhead(target: Path) -> str:
+    """Serial seconds with and without following imports (best of 3, alternating)."""
+    best = {True: float("inf"), False: float("inf")}
+    try:
+        for _ in range(3):
+            for enabled in (False, True):
+                engine.PROJECT_WIDE = enabled
+                best[enabled] = min(best[enabled], measure(target, 1)[2])
+    finally:
+        engine.PROJECT_WIDE = True
+    return (
+        f"off={best[False]:.2f}s on={best[True]:.2f}s "
+        f"overhead_ratio={best[True] / best[False]:.3f}"
+    )
 
 
 if __name__ == "__main__":

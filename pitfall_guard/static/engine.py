@@ -16,11 +16,15 @@ from libcst.metadata import MetadataWrapper
 from pitfall_guard.findings import Finding, Location, Severity, Source
 from pitfall_guard.static.facts import Facts
 from pitfall_guard.static.noqa import apply_noqa, file_is_exempt
+from pitfall_guard.static.project import ProjectView
 from pitfall_guard.static.rule import FileContext, StaticRule
 from pitfall_guard.static.versions import UNKNOWN, TorchTarget, file_setting, target_for
 from pitfall_guard.static.walk import VisitorMethod, visits_tokens, walk
 
 SYNTAX_ERROR = ("PG001", "syntax-error")
+# Whether facts follow imports into the project's other files (the speed benchmark turns it
+# off to measure what it costs).
+PROJECT_WIDE = True
 INTERNAL_ERROR = ("PG002", "internal-error")
 
 
@@ -117,7 +121,8 @@ def _run_rules(
     torch: TorchTarget,
 ) -> list[Finding]:
     try:
-        facts = Facts.build(module, source)
+        project = ProjectView(Path(path)) if PROJECT_WIDE and Path(path).is_file() else None
+        facts = Facts.build(module, source, project)
     except RecursionError:
         return [_internal_error(path, 1, "the facts pass", "the file is nested too deeply")]
     except Exception as error:  # reported as PG002, the run goes on

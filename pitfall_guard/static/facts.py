@@ -34,6 +34,7 @@ from pitfall_guard.static.code_model import (
 )
 from pitfall_guard.static.collect import FactsCollector
 from pitfall_guard.static.names import ImportTable, dotted_name, last_part
+from pitfall_guard.static.project import ProjectView
 from pitfall_guard.static.torch_api import (
     DTYPES,
     Kind,
@@ -86,11 +87,16 @@ class Facts:
         self.comments: list[str] = []
         # Values assigned where gradients are off (under no_grad, in a no_grad function).
         self.no_grad_values: set[cst.BaseExpression] = set()
+        # The other files of the project, where the engine knows the file's path.
+        self.project: ProjectView | None = None
         self._clearing_functions: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, module: cst.Module, source: str | None = None) -> Facts:
+    def build(
+        cls, module: cst.Module, source: str | None = None, project: ProjectView | None = None
+    ) -> Facts:
         facts = cls()
+        facts.project = project
         text = module.code if source is None else source
         facts.comments = [line[line.index("#") :] for line in text.splitlines() if "#" in line]
         visitor = FactsCollector(facts)
@@ -121,7 +127,13 @@ class Facts:
             return None
         if self.is_module_class(qualified):
             return Kind.MODEL
-        return kind_of_constructor(qualified)
+        known = kind_of_constructor(qualified)
+        if known is None and self.project is not None:
+            # `from models import Net`: an nn.Module class of another file of the project.
+            origin = self.imports.import_origin(call.func)
+            if origin is not None and self.project.module_class(*origin) is not None:
+                return Kind.MODEL
+        return known
 
     def is_module_class(self, name: str, seen: frozenset[str] = frozenset()) -> bool:
         """Whether `name` is an nn.Module subclass defined in this file."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import libcst as cst
 
 
@@ -31,6 +33,8 @@ class ImportTable:
         self._aliases: dict[str, str] = {}
         # `from helpers import *`: any unknown name may come from another file.
         self.star_import = False
+        # `from .models import Net`: Net -> (".models.Net" without the dots, 1).
+        self._relative: dict[str, tuple[str, int]] = {}
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -47,7 +51,10 @@ class ImportTable:
         if isinstance(node.names, cst.ImportStar):
             self.star_import = True
             return
-        if node.relative or node.module is None:
+        if node.relative:
+            self._add_relative(node, len(node.relative), node.names)
+            return
+        if node.module is None:
             return
         module = dotted_name(node.module)
         if module is None:
@@ -59,6 +66,35 @@ class ImportTable:
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                 local = alias.asname.name.value
             self._aliases[local] = f"{module}.{alias.name.value}"
+
+    def _add_relative(
+        self, node: cst.ImportFrom, level: int, names: Sequence[cst.ImportAlias]
+    ) -> None:
+        module = dotted_name(node.module) if node.module is not None else None
+        for alias in names:
+            if not isinstance(alias.name, cst.Name):
+                continue
+            local = alias.name.value
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                local = alias.asname.name.value
+            origin = f"{module}.{alias.name.value}" if module else alias.name.value
+            self._relative[local] = (origin, level)
+
+    def import_origin(self, node: cst.BaseExpression) -> tuple[str, int] | None:
+        """Where an imported name comes from, for finding it in the project's files:
+        ("models.Net", 0) after `from models import Net`, ("models.Net", 1) after
+        `from .models import Net`; None for a name the file does not import."""
+        name = dotted_name(node)
+        if name is None:
+            return None
+        head, _, rest = name.partition(".")
+        if head in self._relative:
+            origin, level = self._relative[head]
+            return (f"{origin}.{rest}" if rest else origin), level
+        if head in self._aliases:
+            resolved = self._aliases[head]
+            return (f"{resolved}.{rest}" if rest else resolved), 0
+        return None
 
     def origins(self) -> dict[str, str]:
         """Each imported local name and what it stands for."""

@@ -23,6 +23,7 @@ from pitfall_guard.static.facts import (
 )
 from pitfall_guard.static.names import dotted_name, last_part
 from pitfall_guard.static.torch_api import MODE_DEPENDENT_LAYERS, MODE_DEPENDENT_WITH
+from pitfall_guard.static.walk import iter_children
 
 _EVAL_FUNCTION = re.compile(
     r"^_?(evaluate|evaluation|eval|validate|validation|val|valid|test|testing|predict|"
@@ -42,6 +43,8 @@ class EvalRegion:
     model: str
     function: Function | None
     loop: Loop | None
+    # The first forward of each model the region runs (an encoder, then a decoder), in order.
+    forwards: tuple[tuple[str, CallSite], ...] = ()
 
 
 def _trains(events: Sequence[GradEvent]) -> bool:
@@ -77,13 +80,11 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             or _trains(facts.expand(function.events))
         ):
             continue
-        site = next(
-            (s for s in facts.calls if s.function is function and _model_call(facts, s)), None
-        )
-        if site is not None and not _is_shape_probe(facts, site):
+        forwards = _first_forwards(facts, [s for s in facts.calls if s.function is function])
+        if forwards and not _is_shape_probe(facts, forwards[0][1]):
             eval_functions.add(function)
-            model = _model_call(facts, site) or ""
-            yield EvalRegion(f"{function.name}()", site, model, function, None)
+            model, site = forwards[0]
+            yield EvalRegion(f"{function.name}()", site, model, function, None, forwards)
     for loop in facts.loops:
         iterable = _unwrap_loop_iterable(loop.iterable)
         name = dotted_name(iterable) if iterable is not None else None
@@ -96,10 +97,23 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             or _trains(facts.expand(loop.events))
         ):
             continue
-        site = next((s for s in facts.calls if loop in s.loops and _model_call(facts, s)), None)
-        if site is not None:
-            model = _model_call(facts, site) or ""
-            yield EvalRegion(f"the loop over '{name}'", site, model, loop.function, loop)
+        forwards = _first_forwards(facts, [s for s in facts.calls if loop in s.loops])
+        if forwards:
+            model, site = forwards[0]
+            yield EvalRegion(
+                f"the loop over '{name}'", site, model, loop.function, loop, forwards
+            )
+
+
+def _first_forwards(
+    facts: Facts, sites: Sequence[CallSite]
+) -> tuple[tuple[str, CallSite], ...]:
+    first: dict[str, CallSite] = {}
+    for site in sites:
+        model = _model_call(facts, site)
+        if model is not None:
+            first.setdefault(model, site)
+    return tuple(first.items())
 
 
 # Tensors made from nothing: a forward on them checks shapes, it evaluates nothing.
@@ -184,15 +198,49 @@ def _shows_mode_layers(facts: Facts, model: str, function: Function | None, dept
             if name is not None and _shows_mode_layers(facts, name, site.function, depth - 1):
                 return True
         return False
-    constructor = facts.constructors.get(model)
-    if constructor is None:
-        values = facts.assignments.get(model, [])
-        calls = [strip_chain(value)[0] for value in values]
-        return any(
-            isinstance(call, cst.Call) and _constructor_shows_mode_layers(facts, call)
-            for call in calls
-        )
-    return _constructor_shows_mode_layers(facts, constructor)
+    # Every model the name is bound to (`decoder = AttnDecoder(...)` in one branch,
+    # `decoder = Decoder(...)` in the other): one with Dropout/BatchNorm is enough.
+    calls = [strip_chain(value)[0] for value in _bound_values(facts, model, function)]
+    return any(
+        isinstance(call, cst.Call) and _constructor_shows_mode_layers(facts, call)
+        for call in calls
+    )
+
+
+def _bound_values(facts: Facts, name: str, function: Function | None) -> list[cst.BaseExpression]:
+    """What `name` is bound to where `function` reads it: its own assignments, else those of
+    the functions around it, else the module's. `self.net` is looked up file-wide."""
+    if "." in name or function is None:
+        constructor = facts.constructors.get(name)
+        found = [constructor] if constructor is not None else []
+        return [*found, *facts.assignments.get(name, [])]
+    for scope in (function, *_enclosing(facts, function), facts.module_scope):
+        if name in scope.assignments:
+            return scope.assignments[name]
+    return []
+
+
+def _enclosing(facts: Facts, function: Function) -> list[Function]:
+    """The functions whose bodies define `function`, innermost first."""
+    if function.node is None:
+        return []
+    around = [
+        other
+        for other in facts.all_functions
+        if other.node is not None
+        and other is not function
+        and any(node is function.node for node in _defs_within(other.node))
+    ]
+    return sorted(around, key=lambda other: len(list(_defs_within(other.node))))
+
+
+def _defs_within(node: cst.CSTNode | None) -> Iterator[cst.FunctionDef]:
+    stack = list(iter_children(node)) if node is not None else []
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.FunctionDef):
+            yield current
+        stack.extend(iter_children(current))
 
 
 def _constructor_shows_mode_layers(
@@ -215,7 +263,11 @@ def _constructor_shows_mode_layers(
         )
     if qualified.startswith("torch.nn."):
         return _mentions_mode_layers(facts, constructor)
-    return False
+    # `from models import Net`: a module class of another file of the project.
+    origin = facts.imports.import_origin(constructor.func)
+    return origin is not None and facts.project is not None and facts.project.shows_mode_layers(
+        *origin
+    )
 
 
 def _mentions_mode_layers(facts: Facts, node: cst.CSTNode) -> bool:

@@ -120,6 +120,24 @@ test(test_loader)
 """,
     )
     INVALID = (
+        # the decoder has Dropout, the encoder runs first
+        """
+import torch
+from torch import nn
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(16, 32)
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dropout = nn.Dropout(0.1)
+        self.out = nn.Linear(32, 16)
+encoder, decoder = Encoder(), Decoder()
+def evaluate(sentence):
+    hidden = encoder(sentence)
+    return decoder(hidden)  # expect: PG301
+""",
         """
 import torch
 from torch import nn
@@ -159,15 +177,22 @@ with torch.no_grad():
 
     def leave_Module(self, original_node: cst.Module) -> None:
         for region in evaluation_regions(self.facts):
-            # eval() changes nothing without Dropout/BatchNorm; an unseen model may have none.
-            if not has_mode_dependent_layers(self.facts, region.model, region.forward.function):
+            if switches_to_eval(self.facts, region):
                 continue
-            if not switches_to_eval(self.facts, region):
+            # eval() changes nothing without Dropout/BatchNorm; an unseen model may have none.
+            # Of the models the region runs (an encoder, a decoder), the first that has them.
+            shown = (
+                (model, site)
+                for model, site in region.forwards
+                if has_mode_dependent_layers(self.facts, model, site.function)
+            )
+            model, site = next(shown, ("", None))
+            if site is not None:
                 self.report(
-                    region.forward.node,
-                    f"{region.description} runs '{region.model}' without {region.model}.eval(): "
-                    "Dropout and BatchNorm still behave as in training, so the results are off",
-                    hint=f"call {region.model}.eval() before evaluating",
+                    site.node,
+                    f"{region.description} runs '{model}' without {model}.eval(): Dropout and "
+                    "BatchNorm still behave as in training, so the results are off",
+                    hint=f"call {model}.eval() before evaluating",
                 )
 
 

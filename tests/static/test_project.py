@@ -1,0 +1,77 @@
+"""The project around a checked file: imports resolved to the files they name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pitfall_guard.static.project import ProjectView, resolve_module, summarize
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+NETS = """
+from torch import nn
+import torch.nn as tnn
+class Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+class Dropping(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.1)
+class Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 4, num_layers=2, dropout=0.2)
+class Child(Dropping):
+    pass
+class NotAModule:
+    dropout = 0.5
+"""
+
+
+def test_imports_resolve_next_to_the_file_its_parents_src_and_packages(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    _write(
+        tmp_path,
+        {
+            "models/nets.py": NETS,
+            "models/__init__.py": "from .nets import Dropping as Exported\n",
+            "src/shared/utils.py": "",
+            "scripts/deep/train.py": "",
+        },
+    )
+    script = tmp_path / "scripts" / "deep" / "train.py"
+    assert resolve_module(script, "models.nets") == tmp_path / "models" / "nets.py"
+    assert resolve_module(script, "models") == tmp_path / "models" / "__init__.py"
+    assert resolve_module(script, "shared.utils") == tmp_path / "src" / "shared" / "utils.py"
+    assert resolve_module(tmp_path / "models" / "nets.py", "", level=1) == (
+        tmp_path / "models" / "__init__.py"
+    )
+    assert resolve_module(script, "torch.nn") is None
+
+
+def test_classes_are_summarized_with_their_layers_and_bases(tmp_path: Path) -> None:
+    _write(tmp_path, {"nets.py": NETS, "models/__init__.py": "from .nets import Child\n",
+                      "models/nets.py": NETS, "train.py": ""})  # fmt: skip
+    view = ProjectView(tmp_path / "train.py")
+    assert view.module_class("nets.Plain") is not None
+    assert not view.shows_mode_layers("nets.Plain")
+    assert view.shows_mode_layers("nets.Dropping")
+    assert view.shows_mode_layers("nets.Recurrent")
+    assert view.shows_mode_layers("nets.Child")  # inherited
+    assert view.module_class("nets.NotAModule") is None
+    assert not view.shows_mode_layers("nets.NotAModule")
+    assert view.shows_mode_layers("models.Child")  # re-exported by a package
+    assert view.module_class("nets.Missing") is None
+
+
+def test_a_file_that_does_not_parse_has_no_summary(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("class (:\n")
+    assert summarize(tmp_path / "broken.py") is None
