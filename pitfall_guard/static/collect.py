@@ -198,6 +198,10 @@ class FactsCollector:
                 for name in bound_names(target.target):
                     self.facts.assignments.setdefault(name, []).append(node.value)
                     function.assignments.setdefault(name, []).append(node.value)
+                for index, element in enumerate(target.target.elements):
+                    name = dotted_name(element.value)
+                    if name is not None:
+                        self.facts.unpacked[(node.value, name)] = index
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         if node.value is not None:

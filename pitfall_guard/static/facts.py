@@ -74,6 +74,8 @@ class Facts:
         self.assignments: dict[str, list[cst.BaseExpression]] = {}
         self.moves: dict[str, list[cst.Call]] = {}
         self.assigned_to: dict[cst.BaseExpression, str] = {}
+        # `real, aux = discriminator(x)`: (the call, "aux") -> 1, the element `aux` receives.
+        self.unpacked: dict[tuple[cst.BaseExpression, str], int] = {}
         self.classes: dict[str, ClassInfo] = {}
         self.loops: list[Loop] = []
         self.module_scope = Function(None)

@@ -261,6 +261,24 @@ class SoftmaxBeforeCrossEntropy(StaticRule):
     hint = "return raw logits; CrossEntropyLoss applies log-softmax itself"
 
     VALID = (
+        # the probabilities are returned too, but the loss gets the logits
+        """
+import torch
+from torch import nn
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+        self.probs = nn.Sequential(nn.Softmax(dim=1))
+    def forward(self, x):
+        logits = self.fc(x)
+        return logits, self.probs(logits)
+net = Classifier()
+optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+criterion = nn.CrossEntropyLoss()
+logits, probs = net(x)
+loss = criterion(logits, y)
+""",
         """
 import torch
 from torch import nn
@@ -320,6 +338,46 @@ criterion = nn.CrossEntropyLoss()
 probs = torch.softmax(model(x), dim=1)  # expect: PG403
 loss = criterion(probs, y)
 """,
+        # the classifier's output head ends in Softmax
+        """
+import torch
+from torch import nn
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        self.output_layer = nn.Sequential(nn.Linear(8 * 30 * 30, 10), nn.Softmax())  # expect: PG403
+    def forward(self, img):
+        features = self.model(img).view(img.size(0), -1)
+        label = self.output_layer(features)
+        return label
+classifier = Classifier()
+optimizer = torch.optim.Adam(classifier.parameters(), lr=2e-4)
+task_loss = nn.CrossEntropyLoss()
+loss = task_loss(classifier(images), labels)
+""",
+        # the auxiliary classifier of a GAN's discriminator ends in Softmax
+        """
+import torch
+from torch import nn
+class Discriminator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(64, 128)
+        self.adv_layer = nn.Sequential(nn.Linear(128, 1), nn.Sigmoid())
+        self.aux_layer = nn.Sequential(nn.Linear(128, 10), nn.Softmax())  # expect: PG403
+    def forward(self, img):
+        out = self.body(img)
+        validity = self.adv_layer(out)
+        label = self.aux_layer(out)
+        return validity, label
+discriminator = Discriminator()
+optimizer_D = torch.optim.Adam(discriminator.parameters(), lr=2e-4)
+auxiliary_loss = nn.CrossEntropyLoss()
+adversarial_loss = nn.BCELoss()
+real_pred, real_aux = discriminator(real_imgs)
+d_loss = adversarial_loss(real_pred, valid) + auxiliary_loss(real_aux, labels)
+""",
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
@@ -345,8 +403,16 @@ loss = criterion(probs, y)
             if class_name not in trained_classes:
                 continue
             returned = _returned_expression(info.node)
-            if returned is not None and self._is_softmax_call(returned, module_layers(info.node)):
+            layers = module_layers(info.node)
+            if returned is not None and self._is_softmax_call(returned, layers):
                 found[returned] = f"{class_name}.forward"
+                continue
+            # `label = self.output_layer(h); return label`, the layer ending in nn.Softmax
+            ending = _softmax_layer(facts, _forward_output(info.node, None), layers)
+            if ending is not None:
+                found[ending] = f"{class_name}.forward"
+        for node, where in self._softmax_outputs_into_loss().items():
+            found.setdefault(node, where)
         for softmax in self._softmax_into_loss():
             found.setdefault(softmax, "the loss input")
         for node, where in found.items():
@@ -403,6 +469,35 @@ loss = criterion(probs, y)
             for value in values
         ]
 
+    def _softmax_outputs_into_loss(self) -> dict[cst.CSTNode, str]:
+        """`real, aux = D(x)` then `cross_entropy(aux, y)`, where D.forward returns
+        `(validity, self.aux_layer(h))` and `aux_layer = nn.Sequential(..., nn.Softmax())`."""
+        facts = self.facts
+        found: dict[cst.CSTNode, str] = {}
+        for site, values in self._cross_entropy_inputs():
+            name = dotted_name(site.node.args[0].value)
+            for value in values:
+                index = facts.unpacked.get((value, name or ""))
+                if index is None or not isinstance(value, cst.Call):
+                    continue
+                info = facts.classes.get(self._class_of(value.func) or "")
+                if info is None:
+                    continue
+                output = _forward_output(info.node, index)
+                softmax = _softmax_layer(facts, output, module_layers(info.node))
+                if softmax is not None:
+                    found[softmax] = f"output {index} of {info.node.name.value}.forward"
+        return found
+
+    def _class_of(self, model: cst.BaseExpression) -> str | None:
+        """The file's class a model name was built from (`D = Discriminator()`)."""
+        name = dotted_name(model)
+        constructor = self.facts.constructors.get(name or "")
+        if constructor is None:
+            return None
+        qualified = self.facts.qualified_name(constructor.func)
+        return qualified if qualified in self.facts.classes else None
+
     def _model_output_into_loss(self) -> bool:
         """Whether some cross-entropy input is a model's output (`loss_fn(model(x), y)`)."""
         return any(
@@ -417,6 +512,46 @@ def _last_sequential_layer(facts: Facts, constructor: cst.Call) -> cst.BaseExpre
     if facts.qualified_name(constructor.func) != "torch.nn.Sequential" or not constructor.args:
         return None
     return constructor.args[-1].value
+
+
+def _forward_output(class_node: cst.ClassDef, index: int | None) -> cst.BaseExpression | None:
+    """What `forward` returns (element `index` of a returned tuple), through a name it
+    assigns there once."""
+    returned = _returned_expression(class_node)
+    if index is None:
+        element = returned
+    elif not isinstance(returned, cst.Tuple) or index >= len(returned.elements):
+        return None
+    else:
+        element = returned.elements[index].value
+    forward = forward_of(class_node)
+    if isinstance(element, cst.Name) and forward is not None:
+        assigned = [
+            small.value
+            for statement in forward.body.body
+            if isinstance(statement, cst.SimpleStatementLine)
+            for small in statement.body
+            if isinstance(small, cst.Assign)
+            and len(small.targets) == 1
+            and dotted_name(small.targets[0].target) == element.value
+        ]
+        return assigned[-1] if len(assigned) == 1 else None
+    return element
+
+
+def _softmax_layer(
+    facts: Facts, node: cst.BaseExpression | None, layers: dict[str, cst.BaseExpression]
+) -> cst.BaseExpression | None:
+    """The softmax that ends `self.head(x)` when `self.head` is, or ends in, nn.Softmax."""
+    if not isinstance(node, cst.Call):
+        return None
+    name = dotted_name(node.func) or ""
+    layer = layers.get(name[5:]) if name.startswith("self.") else None
+    while isinstance(layer, cst.Call) and facts.qualified_name(layer.func) == "torch.nn.Sequential":
+        layer = layer.args[-1].value if layer.args else None
+    if isinstance(layer, cst.Call) and is_softmax(facts.qualified_name(layer.func)):
+        return layer
+    return None
 
 
 def _returned_expression(class_node: cst.ClassDef) -> cst.BaseExpression | None:
