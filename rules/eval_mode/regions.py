@@ -45,6 +45,9 @@ class EvalRegion:
     loop: Loop | None
     # The first forward of each model the region runs (an encoder, then a decoder), in order.
     forwards: tuple[tuple[str, CallSite], ...] = ()
+    # A prediction right after training, not an evaluation function or loop: there a GAN's
+    # samples may be drawn in training mode on purpose, so only PG302 reads it.
+    after_training: bool = False
 
 
 def _trains(events: Sequence[GradEvent]) -> bool:
@@ -55,8 +58,11 @@ def _trains(events: Sequence[GradEvent]) -> bool:
 
 
 def _model_call(facts: Facts, site: CallSite) -> str | None:
-    name = dotted_name(site.node.func)
-    if name is None or name in facts.classes or facts.kind_of(site.node.func) is not Kind.MODEL:
+    func = site.node.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+        func = func.value  # `model.forward(x)` runs the model too (PG604 says the rest)
+    name = dotted_name(func)
+    if name is None or name in facts.classes or facts.kind_of(func) is not Kind.MODEL:
         return None  # `Net()` builds a model, it runs none
     return name
 
@@ -103,6 +109,42 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             yield EvalRegion(
                 f"the loop over '{name}'", site, model, loop.function, loop, forwards
             )
+    yield from _predictions_after_training(facts, eval_functions)
+
+
+def _predictions_after_training(
+    facts: Facts, eval_functions: set[Function]
+) -> Iterator[EvalRegion]:
+    """`predict = model(test_x)` in the scope of a training loop, after it, with nothing
+    trained after: the prediction a script makes once training is done."""
+    trained = facts.trained_models()
+    order = {site.node: index for index, site in enumerate(facts.calls)}
+    for loop in facts.loops:
+        if loop.parent is not None or not _trains(loop.events):
+            continue
+        scope = loop.function
+        inside = [order[s.node] for s in facts.calls if loop in s.loops]
+        last_step = max(
+            (order[e.node] for e in (scope.events if scope else []) if e.node in order
+             and e.kind in (EventKind.BACKWARD, EventKind.STEP, EventKind.CLOSURE_STEP)),
+            default=-1,
+        )  # fmt: skip
+        if scope is None or scope in eval_functions or not inside:
+            continue
+        end = max(inside)
+        for site in facts.calls[end + 1 :]:
+            model = _model_call(facts, site) if site.function is scope else None
+            if model is None or model not in trained or order[site.node] < last_step:
+                continue
+            if any(_trains(other.events) for other in site.loops):
+                continue
+            if not _is_shape_probe(facts, site):
+                line = "after the training loop"
+                yield EvalRegion(
+                    f"the prediction {line}", site, model, scope, None, ((model, site),),
+                    after_training=True,
+                )  # fmt: skip
+            break
 
 
 def _first_forwards(

@@ -177,7 +177,7 @@ with torch.no_grad():
 
     def leave_Module(self, original_node: cst.Module) -> None:
         for region in evaluation_regions(self.facts):
-            if switches_to_eval(self.facts, region):
+            if region.after_training or switches_to_eval(self.facts, region):
                 continue
             # eval() changes nothing without Dropout/BatchNorm; an unseen model may have none.
             # Of the models the region runs (an encoder, a decoder), the first that has them.
@@ -199,10 +199,12 @@ with torch.no_grad():
 class EvalWithGrad(StaticRule):
     """
     ## What it catches
-    Evaluation code (a function named like `evaluate`/`validate`/`test`, or a loop over a
-    validation or test loader) whose forward passes run with gradients enabled: no
+    Evaluation code (a function named like `evaluate`/`validate`/`test`, a loop over a
+    validation or test loader, or the prediction a script makes with its trained model after
+    the training loop) whose forward passes run with gradients enabled: no
     `torch.no_grad()`, `torch.inference_mode()` or decorator. A shape smoke test (one
-    forward on `torch.randn(...)`) is not an evaluation.
+    forward on `torch.randn(...)`) is not an evaluation, and a forward followed by more
+    training is part of the training.
 
     ## Why it matters
     Every forward pass records an autograd graph that nothing will use: evaluation needs
@@ -265,8 +267,42 @@ def test():
     x = torch.randn(1, 3, 32, 32)
     print(net(x).size())
 """,
+        # after training: under no_grad, or followed by more training
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for epoch in range(10):
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+with torch.no_grad():
+    predict = model(test_x).argmax(1)
+features = model(x)
+loss_fn(features, y).backward()
+optimizer.step()
+""",
     )
     INVALID = (
+        # the prediction a script makes once training is done
+        """
+import torch
+model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+for epoch in range(100):
+    optimizer.zero_grad()
+    loss = loss_fn(model(inputs), targets)
+    loss.backward()
+    optimizer.step()
+predict = model(inputs).data.max(1, keepdim=True)[1]  # expect: PG302
+print(predict.squeeze())
+""",
+        """
+import torch
+def predict(model, x_val):
+    model.eval()
+    return model.forward(x_val).data.numpy().argmax(axis=1)  # expect: PG302
+""",
         """
 import torch
 def test(model, test_loader):
