@@ -8,6 +8,7 @@ from pitfall_guard.static.facts import EventKind, Facts, GradEvent
 from pitfall_guard.static.names import last_part
 from pitfall_guard.static.rule import StaticRule
 from pitfall_guard.static.torch_api import OPTIMIZER_CLASSES
+from pitfall_guard.static.values import number_of
 
 # Learning rates no training of weights comes back from, per optimizer: (low, high) with
 # low <= lr < high accepted. The limits are far outside the usual values (the torch.optim
@@ -43,37 +44,13 @@ _ADAPTIVE_USUAL = "1e-5 to 3e-3"
 _CLIPPING = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value")
 
 
-def literal_number(node: cst.BaseExpression, facts: Facts, depth: int = 2) -> float | None:
-    """The value of a numeric literal, simple arithmetic on literals, or a constant's name."""
-    if isinstance(node, cst.Integer | cst.Float):
-        return float(node.evaluated_value)
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
-        value = literal_number(node.expression, facts, depth)
-        return None if value is None else -value
-    if isinstance(node, cst.BinaryOperation):
-        left = literal_number(node.left, facts, depth)
-        right = literal_number(node.right, facts, depth)
-        if left is None or right is None:
-            return None
-        if isinstance(node.operator, cst.Multiply):
-            return left * right
-        if isinstance(node.operator, cst.Divide) and right:
-            return left / right
-        if isinstance(node.operator, cst.Power) and abs(right) < 100:
-            return float(left**right)
-        return None
-    if isinstance(node, cst.Name) and depth > 0:
-        values = facts.assignments.get(node.value, [])
-        if len(values) == 1:
-            return literal_number(values[0], facts, depth - 1)
-    return None
-
-
 class LearningRateOutOfRange(StaticRule):
     """
     ## What it catches
-    An optimizer over a model's weights built with a learning rate (a literal, or a constant
-    of the file) that no training comes back from: Adam, AdamW and RMSprop at 1 or more or
+    An optimizer over a model's weights built with a learning rate that no training comes
+    back from (a literal, a constant of the file, an argparse default such as
+    `add_argument("--lr", default=10)` read as `args.lr`, or an entry of a literal config
+    dict such as `CONFIG["lr"]`): Adam, AdamW and RMSprop at 1 or more or
     below 1e-8, SGD at 10 or more (unless the gradients are clipped or the model is
     recurrent: language models train at SGD 20) or below 1e-7, Adadelta
     at 100 or more, and zero or negative rates for any optimizer. The limits sit far outside
@@ -114,6 +91,18 @@ default = torch.optim.AdamW(model.parameters())
 from_args = torch.optim.SGD(model.parameters(), lr=args.lr)
 tiny_rnn = torch.optim.Adam(rnn.parameters(), lr=0.1)
 """,
+        # a default the script overrides is not known; a usual default is fine
+        """
+import argparse
+import torch
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, default=10)
+args = parser.parse_args()
+args.lr = args.lr / 1000 if args.scale_lr else args.lr
+optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+CONFIG = {"lr": 3e-4}
+other = torch.optim.AdamW(model.parameters(), lr=CONFIG["lr"])
+""",
         # an optimizer over the input image, not over weights
         """
 import torch
@@ -144,6 +133,18 @@ slow = torch.optim.AdamW(
 )
 positional = optim.SGD(model.parameters(), 0.0)  # expect: PG501
 """,
+        # values that are not literals where they are used
+        """
+import argparse
+import torch
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, default=10, help="learning rate")
+parser.add_argument("--epochs", type=int, default=3)
+args = parser.parse_args()
+optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)  # expect: PG501
+CONFIG = {"optim": {"lr": 1e-9}, "batch_size": 64}
+slow = torch.optim.SGD(model.parameters(), lr=CONFIG["optim"]["lr"])  # expect: PG501
+""",
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
@@ -161,14 +162,17 @@ positional = optim.SGD(model.parameters(), 0.0)  # expect: PG501
             argument = _lr_argument(site.node)
             if limits is None or argument is None or not self._trains_weights(site.node):
                 continue
-            value = literal_number(argument, self.facts)
-            if value is None:
+            number = number_of(argument, self.facts)
+            if number is None:
                 continue
             low, high = limits
             if large_sgd and optimizer in ("SGD", "ASGD"):
                 high = float("inf")
-            if value <= 0 or not low <= value < high:
-                self.report(argument, _message(optimizer, value, low, high))
+            if number.value <= 0 or not low <= number.value < high:
+                message = _message(optimizer, number.value, low, high)
+                if number.origin is not None:
+                    message += f"; the rate is {number.origin}"
+                self.report(argument, message)
 
     def _trains_weights(self, call: cst.Call) -> bool:
         """Whether the optimizer's parameters visibly come from a module's `.parameters()`."""

@@ -1,0 +1,147 @@
+"""What a number in the code is worth without running it: literals, arithmetic on them,
+constants of the file, argparse defaults (`lr=args.lr` with `add_argument("--lr",
+default=10)`) and literal config dicts (`CONFIG = {"lr": 10.0}`; `CONFIG["lr"]`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from pitfall_guard.static.facts import Facts
+from pitfall_guard.static.names import dotted_name
+from pitfall_guard.static.tensors import method_name, string_value
+
+_PARSE_METHODS = ("parse_args", "parse_known_args")
+
+
+@dataclass(frozen=True)
+class Number:
+    """A value and, when it is not written where it is used, where it comes from."""
+
+    value: float
+    origin: str | None = None
+
+
+def number_of(node: cst.BaseExpression, facts: Facts, depth: int = 3) -> Number | None:
+    """The value `node` has when the script runs with its defaults; None when unknown."""
+    if isinstance(node, cst.Integer | cst.Float):
+        return Number(float(node.evaluated_value))
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        inner = number_of(node.expression, facts, depth)
+        return None if inner is None else Number(-inner.value, inner.origin)
+    if isinstance(node, cst.BinaryOperation):
+        return _arithmetic(node, facts, depth)
+    if depth == 0:
+        return None
+    if isinstance(node, cst.Name):
+        values = facts.assignments.get(node.value, [])
+        if len(values) == 1:
+            found = number_of(values[0], facts, depth - 1)
+            return None if found is None else Number(found.value, found.origin or node.value)
+        return None
+    if isinstance(node, cst.Attribute):
+        return _argparse_default(node, facts, depth)
+    if isinstance(node, cst.Subscript):
+        return _config_entry(node, facts, depth)
+    return None
+
+
+def _arithmetic(node: cst.BinaryOperation, facts: Facts, depth: int) -> Number | None:
+    left, right = number_of(node.left, facts, depth), number_of(node.right, facts, depth)
+    if left is None or right is None:
+        return None
+    origin = left.origin or right.origin
+    if isinstance(node.operator, cst.Multiply):
+        return Number(left.value * right.value, origin)
+    if isinstance(node.operator, cst.Divide) and right.value:
+        return Number(left.value / right.value, origin)
+    if isinstance(node.operator, cst.Power) and abs(right.value) < 100:
+        return Number(float(left.value**right.value), origin)
+    return None
+
+
+def _argparse_default(node: cst.Attribute, facts: Facts, depth: int) -> Number | None:
+    """`args.lr` where `args = parser.parse_args()` and `--lr` has a numeric default."""
+    owner = dotted_name(node.value)
+    if owner is None or "." in owner:
+        return None
+    if f"{owner}.{node.attr.value}" in facts.assignments:
+        return None  # `args.lr = ...`: set again after parsing
+    made_by = facts.assignments.get(owner, [])
+    parsed = bool(made_by) and all(_is_parse_call(value) for value in made_by)
+    # A function's `args` parameter: the file's only parser is the one that made it.
+    handed_in = any(owner in function.parameter_names() for function in facts.all_functions)
+    if not parsed and (made_by or not handed_in):
+        return None
+    defaults = [
+        default
+        for site in facts.calls
+        if method_name(site.node) == "add_argument"
+        and _destination(site.node) == node.attr.value
+        and (default := _keyword(site.node, "default")) is not None
+    ]
+    if len(defaults) != 1:
+        return None
+    found = number_of(defaults[0], facts, depth - 1)
+    flag = "--" + node.attr.value.replace("_", "-")
+    return None if found is None else Number(found.value, f"the default of {flag}")
+
+
+def _config_entry(node: cst.Subscript, facts: Facts, depth: int) -> Number | None:
+    """`CONFIG["lr"]` where `CONFIG` is assigned one literal dict in the file."""
+    table = _dict_of(node.value, facts, depth)
+    if table is None or len(node.slice) != 1:
+        return None
+    index = node.slice[0].slice
+    key = string_value(index.value) if isinstance(index, cst.Index) else None
+    if key is None:
+        return None
+    for element in table.elements:
+        if isinstance(element, cst.DictElement) and string_value(element.key) == key:
+            found = number_of(element.value, facts, depth - 1)
+            where = dotted_name(node.value) or "the config"
+            return None if found is None else Number(found.value, f'{where}["{key}"]')
+    return None
+
+
+def _dict_of(node: cst.BaseExpression, facts: Facts, depth: int) -> cst.Dict | None:
+    if isinstance(node, cst.Dict):
+        return node
+    if isinstance(node, cst.Subscript) and depth > 0:
+        outer = _dict_of(node.value, facts, depth - 1)
+        index = node.slice[0].slice if len(node.slice) == 1 else None
+        key = string_value(index.value) if isinstance(index, cst.Index) else None
+        for element in outer.elements if outer is not None and key is not None else ():
+            if isinstance(element, cst.DictElement) and string_value(element.key) == key:
+                return _dict_of(element.value, facts, depth - 1)
+        return None
+    if isinstance(node, cst.Name):
+        values = facts.assignments.get(node.value, [])
+        return values[0] if len(values) == 1 and isinstance(values[0], cst.Dict) else None
+    return None
+
+
+def _is_parse_call(value: cst.BaseExpression) -> bool:
+    if isinstance(value, cst.Subscript):  # `parser.parse_known_args()[0]`
+        value = value.value
+    return isinstance(value, cst.Call) and method_name(value) in _PARSE_METHODS
+
+
+def _destination(call: cst.Call) -> str | None:
+    """The attribute `add_argument(...)` stores to: `dest=`, else the first long option."""
+    dest = _keyword(call, "dest")
+    if dest is not None:
+        return string_value(dest)
+    options = [string_value(arg.value) for arg in call.args if arg.keyword is None]
+    names = [option for option in options if option is not None]
+    long = [name for name in names if name.startswith("--")]
+    chosen = long[0] if long else names[0] if names else None
+    return None if chosen is None else chosen.lstrip("-").replace("-", "_")
+
+
+def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    return None
