@@ -25,6 +25,7 @@ from pitfall_guard.static.tensors import (
     model_name,
     string_value,
 )
+from pitfall_guard.static.torch_api import is_creation_function
 
 from .hardcoded_cuda import CUDA_STRING, HardcodedCuda
 
@@ -127,8 +128,40 @@ class Net(nn.Module):
         return x * mask + noise
 model = Net().to("cuda" if torch.cuda.is_available() else "cpu")
 """,
+        # a tokenizer's batch (a mapping) moves in place
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = AutoModel.from_pretrained("bert-base-cased").to(device)
+for step, batch in enumerate(train_dataloader):
+    batch.to(device)
+    outputs = model(**batch)
+""",
+        # modules move in place; a move to the CPU of a CPU tensor changes nothing
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net()
+model.to(device)
+criterion = torch.nn.CrossEntropyLoss()
+criterion.to(device)
+for images, labels in train_loader:
+    images = images.to(device)
+    images.cpu()
+""",
     )
     INVALID = (
+        # the moved copy is dropped: a tensor does not move in place
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net().to(device)
+noise = torch.randn(16, 100)
+noise.to(device)  # expect: PG201
+for images, labels in train_loader:
+    images.to(device)  # expect: PG201
+    labels = labels.to(device)
+""",
         """
 import torch
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,6 +193,32 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
     def __init__(self, context: FileContext) -> None:
         super().__init__(context)
         self._not_modules: set[cst.Call] = set()
+        self._dropped_moves: list[cst.Call] = []
+        self._mappings: set[str] = set()
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.star == "**" and isinstance(node.value, cst.Name):
+            self._mappings.add(node.value.value)
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        index = node.slice[0].slice if len(node.slice) == 1 else None
+        if (
+            isinstance(node.value, cst.Name)
+            and isinstance(index, cst.Index)
+            and isinstance(index.value, cst.SimpleString)
+        ):
+            self._mappings.add(node.value.value)
+
+    def visit_Expr(self, node: cst.Expr) -> None:
+        # `images.to(device)` as a statement: a module moves in place, a tensor does not.
+        call = node.value
+        if (
+            isinstance(call, cst.Call)
+            and isinstance(call.func, cst.Attribute)
+            and isinstance(call.func.value, cst.Name)
+            and method_name(call) in ("to", "cuda")
+        ):
+            self._dropped_moves.append(call)
 
     def visit_If(self, node: cst.If) -> None:
         # `if isinstance(net, nn.Module): ... else: net(X)`: there `net` is a plain function.
@@ -174,6 +233,51 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         self._check_forward_creations()
         for operation in facts.name_operations:
             self._check_mixed_arithmetic(operation)
+        self._check_dropped_moves()
+
+    def _check_dropped_moves(self) -> None:
+        sites = {site.node: site for site in self.facts.calls}
+        for call in self._dropped_moves:
+            site = sites.get(call)
+            assert isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Name)
+            name = call.func.value.value
+            if site is None or not self.facts.is_device_move(call) or self.facts.moves_to_cpu(call):
+                continue
+            if self._is_tensor(name, site):
+                self.report(
+                    call,
+                    f"'{name}.{method_name(call)}(...)' returns a moved copy and the result is "
+                    f"dropped: '{name}' itself stays where it was (only modules move in place)",
+                    hint=f"{name} = {cst.Module([]).code_for_node(call)}",
+                )
+
+    def _is_tensor(self, name: str, site: CallSite) -> bool:
+        """A batch from a data loader, or a name only ever bound to a torch tensor factory.
+
+        Mappings are not: a tokenizer's `BatchEncoding.to()` moves in place (`model(**batch)`,
+        `batch["input_ids"]`).
+        """
+        if self.facts.kind_of_name(name) in (Kind.MODEL, Kind.LOSS) or name in self._mappings:
+            return False
+        for loop in site.loops:
+            if name in loop.target_names() and self._iterates_loader(loop):
+                return True
+        values = self.facts.assignments_in(name, site.function)
+        return bool(values) and all(
+            isinstance(value, cst.Call)
+            and is_creation_function(self.facts.qualified_name(value.func) or "")
+            for value in values
+        )
+
+    def _iterates_loader(self, loop: Loop) -> bool:
+        iterable = loop.iterable
+        while isinstance(iterable, cst.Call) and dotted_name(iterable.func) in (
+            "enumerate",
+            "tqdm",
+            "tqdm.tqdm",
+        ):
+            iterable = iterable.args[0].value if iterable.args else None
+        return iterable is not None and self.facts.kind_of(iterable) is Kind.LOADER
 
     def _check_forward_call(self, site: CallSite) -> None:
         model = model_name(self.facts, site.node.func)
@@ -205,8 +309,17 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
             return None
         for loop in loops:
             if base.value in loop.target_names() and base.value not in loop.assigned:
+                if base.value in self._dropped_names():
+                    return None  # said once, where the move's result is dropped
                 return base.value if self._yields_host_batches(loop) else None
         return None
+
+    def _dropped_names(self) -> set[str]:
+        return {
+            call.func.value.value
+            for call in self._dropped_moves
+            if isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Name)
+        }
 
     def _yields_host_batches(self, loop: Loop) -> bool:
         iterable = loop.iterable
