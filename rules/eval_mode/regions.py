@@ -32,6 +32,7 @@ _EVAL_FUNCTION = re.compile(
 )
 _EVAL_LOADER = re.compile(r"val|test|eval|holdout", re.IGNORECASE)
 _LOOP_WRAPPERS = ("enumerate", "tqdm", "tqdm.tqdm", "iter")
+_LOADERS_NAME = re.compile(r"loader", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -93,15 +94,8 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             yield EvalRegion(f"{function.name}()", site, model, function, None, forwards)
     for loop in facts.loops:
         iterable = _unwrap_loop_iterable(loop.iterable)
-        name = dotted_name(iterable) if iterable is not None else None
-        if (
-            iterable is None
-            or name is None
-            or loop.function in eval_functions
-            or not _EVAL_LOADER.search(last_part(name))
-            or facts.kind_of(iterable) is not Kind.LOADER
-            or _trains(facts.expand(loop.events))
-        ):
+        name = _evaluation_loader(facts, iterable)
+        if name is None or loop.function in eval_functions or _trains(facts.expand(loop.events)):
             continue
         forwards = _first_forwards(facts, [s for s in facts.calls if loop in s.loops])
         if forwards:
@@ -145,6 +139,28 @@ def _predictions_after_training(
                     after_training=True,
                 )  # fmt: skip
             break
+
+
+def _evaluation_loader(facts: Facts, iterable: cst.BaseExpression | None) -> str | None:
+    """The name of a validation/test loader a loop iterates: `val_loader`, `test_iter`, or
+    an entry of a dict of loaders such as `dataloader["val"]`."""
+    if isinstance(iterable, cst.Subscript) and len(iterable.slice) == 1:
+        index = iterable.slice[0].slice
+        key = index.value if isinstance(index, cst.Index) else None
+        owner = dotted_name(iterable.value)
+        if (
+            isinstance(key, cst.SimpleString)
+            and isinstance(key.evaluated_value, str)
+            and _EVAL_LOADER.search(key.evaluated_value)
+            and owner is not None
+            and _LOADERS_NAME.search(last_part(owner))
+        ):
+            return f"{owner}[{key.value}]"
+        return None
+    name = dotted_name(iterable) if iterable is not None else None
+    if iterable is None or name is None or not _EVAL_LOADER.search(last_part(name)):
+        return None
+    return name if facts.kind_of(iterable) is Kind.LOADER else None
 
 
 def _first_forwards(

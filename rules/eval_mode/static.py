@@ -316,6 +316,12 @@ model.eval()
 for x, y in val_loader:
     predictions = model(x)  # expect: PG302
 """,
+        """
+import torch
+model.eval()
+for inputs, labels in dataloader["val"]:
+    outputs = model(inputs)  # expect: PG302
+""",
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
