@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import libcst as cst
@@ -558,6 +559,14 @@ labels = outputs.argmax(1).numpy()
 with torch.no_grad():
     probs = model(images).softmax(1).numpy()
 """,
+        """
+import torch
+model = Net()
+snapshot = [p.detach().cpu().numpy() for p in model.parameters()]
+for name, p in model.named_parameters():
+    print(name, p.data.numpy())
+w = model.fc.weight.data.numpy()
+""",
     )
     INVALID = (
         """
@@ -572,23 +581,73 @@ x = torch.tensor(2.0, requires_grad=True)
 y = x ** 3
 print(y.numpy())  # expect: PG203
 """,
+        # parameters require grad, even under no_grad
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(4, 2))
+weights = model[0].weight.detach().numpy()
+with torch.no_grad():
+    first = model.weight.numpy()  # expect: PG203
+for p in model.parameters():
+    print(p.numpy())  # expect: PG203
+""",
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
         origins = TensorOrigins(self.facts)
+        parameters = self._parameter_names()
         for site, receiver in _numpy_calls(self.facts):
-            if self.facts.grad_disabled(site):
+            # A parameter requires grad even under no_grad: `.numpy()` still raises there.
+            is_parameter = self._is_parameter(receiver, site, parameters)
+            if self.facts.grad_disabled(site) and not is_parameter:
                 continue
             root = origins.root(receiver)
             if isinstance(root, cst.Call) and method_name(root) == "detach":
                 continue
-            if origins.requires_grad(receiver, site.function):
+            if is_parameter or origins.requires_grad(receiver, site.function):
                 self.report(
                     site.node,
                     f"'{_code(receiver)}' requires grad, and .numpy() refuses such tensors: "
                     "this line raises",
                     fix=_insert_before_numpy(self, site.node, ".detach()", "detach it first"),
                 )
+
+
+    def _parameter_names(self) -> set[tuple[str, Loop]]:
+        """Loop variables over `model.parameters()` (or the values of `named_parameters()`)."""
+        found: set[tuple[str, Loop]] = set()
+        for loop in self.facts.loops:
+            iterable = loop.iterable
+            if not isinstance(iterable, cst.Call) or not isinstance(loop.node, cst.For):
+                continue
+            method = method_name(iterable)
+            target = loop.node.target
+            if method == "parameters" and isinstance(target, cst.Name):
+                found.add((target.value, loop))
+            elif method == "named_parameters" and isinstance(target, cst.Tuple):
+                last = target.elements[-1].value if target.elements else None
+                if isinstance(last, cst.Name):
+                    found.add((last.value, loop))
+        return found
+
+    def _is_parameter(
+        self, receiver: cst.BaseExpression, site: CallSite, loop_names: set[tuple[str, Loop]]
+    ) -> bool:
+        """`model.fc.weight`, `model.bias`, or `p` in `for p in model.parameters()`; not when
+        the file freezes parameters (`requires_grad = False`)."""
+        if "requires_grad_(False)" in self.context.source or re.search(
+            r"requires_grad\s*=\s*False", self.context.source
+        ):
+            return False
+        if isinstance(receiver, cst.Name):
+            return any(name == receiver.value and loop in site.loops for name, loop in loop_names)
+        if not isinstance(receiver, cst.Attribute) or receiver.attr.value not in ("weight", "bias"):
+            return False
+        root: cst.BaseExpression = receiver.value
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        return isinstance(root, cst.Name) and self.facts.kind_of_name(root.value) is Kind.MODEL
 
 
 def _code(node: cst.CSTNode) -> str:
