@@ -76,7 +76,8 @@ def _unwrap_loop_iterable(node: cst.BaseExpression | None) -> cst.BaseExpression
 
 def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
     """Every evaluation function and loop of the file with its first forward pass."""
-    eval_functions = set()
+    eval_functions: set[Function] = set()
+    eval_loops: set[Loop] = set()
     for function in facts.all_functions:
         if (
             function.node is None
@@ -99,15 +100,16 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             continue
         forwards = _first_forwards(facts, [s for s in facts.calls if loop in s.loops])
         if forwards:
+            eval_loops.add(loop)
             model, site = forwards[0]
             yield EvalRegion(
                 f"the loop over '{name}'", site, model, loop.function, loop, forwards
             )
-    yield from _predictions_after_training(facts, eval_functions)
+    yield from _predictions_after_training(facts, eval_functions, eval_loops)
 
 
 def _predictions_after_training(
-    facts: Facts, eval_functions: set[Function]
+    facts: Facts, eval_functions: set[Function], eval_loops: set[Loop]
 ) -> Iterator[EvalRegion]:
     """`predict = model(test_x)` in the scope of a training loop, after it, with nothing
     trained after: the prediction a script makes once training is done."""
@@ -130,8 +132,8 @@ def _predictions_after_training(
             model = _model_call(facts, site) if site.function is scope else None
             if model is None or model not in trained or order[site.node] < last_step:
                 continue
-            if any(_trains(other.events) for other in site.loops):
-                continue
+            if any(_trains(other.events) or other in eval_loops for other in site.loops):
+                continue  # part of training, or an evaluation loop already
             if not _is_shape_probe(facts, site):
                 line = "after the training loop"
                 yield EvalRegion(

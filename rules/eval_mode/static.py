@@ -284,6 +284,18 @@ optimizer.step()
 """,
     )
     INVALID = (
+        # after training, a loop over the validation loader is one evaluation: said once
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in train_loader:
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+for x, y in valid_loader:
+    preds = model(x)  # expect: PG302
+""",
         # the prediction a script makes once training is done
         """
 import torch
