@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from pitfall_guard.static.names import dotted_name
 from pitfall_guard.static.walk import iter_children
 
 # Methods that return the same module or tensor, only moved or cast.
@@ -190,6 +191,17 @@ def is_grad(node: cst.BaseExpression) -> bool:
 
 def assigns_grad(targets: Sequence[cst.BaseExpression]) -> bool:
     return any(isinstance(t, cst.Attribute) and t.attr.value == "grad" for t in targets)
+
+
+_LOOP_WRAPPERS = ("enumerate", "tqdm", "tqdm.tqdm", "iter")
+
+
+def loop_source(loop: Loop) -> cst.BaseExpression | None:
+    """What a `for` loop really iterates: `loader` for `enumerate(tqdm(loader))`."""
+    iterable = loop.iterable
+    while isinstance(iterable, cst.Call) and dotted_name(iterable.func) in _LOOP_WRAPPERS:
+        iterable = iterable.args[0].value if iterable.args else None
+    return iterable
 
 
 def calls_within(node: cst.CSTNode) -> Iterator[cst.Call]:

@@ -29,6 +29,7 @@ from pitfall_guard.static.code_model import (
     calls_within,
     is_false,
     is_grad,
+    loop_source,
     method_name,
     strip_chain,
 )
@@ -53,8 +54,10 @@ __all__ = [
     "GradEvent",
     "Kind",
     "Loop",
+    "argument_for",
     "calls_within",
     "creation_without_device",
+    "loop_source",
     "strip_chain",
 ]
 

@@ -16,6 +16,7 @@ from pitfall_guard.static.facts import (
     argument_for,
     calls_within,
     creation_without_device,
+    loop_source,
     strip_chain,
 )
 from pitfall_guard.static.names import dotted_name
@@ -271,13 +272,7 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         )
 
     def _iterates_loader(self, loop: Loop) -> bool:
-        iterable = loop.iterable
-        while isinstance(iterable, cst.Call) and dotted_name(iterable.func) in (
-            "enumerate",
-            "tqdm",
-            "tqdm.tqdm",
-        ):
-            iterable = iterable.args[0].value if iterable.args else None
+        iterable = loop_source(loop)
         return iterable is not None and self.facts.kind_of(iterable) is Kind.LOADER
 
     def _check_forward_call(self, site: CallSite) -> None:
@@ -323,17 +318,10 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         }
 
     def _yields_host_batches(self, loop: Loop) -> bool:
-        iterable = loop.iterable
-        while isinstance(iterable, cst.Call) and dotted_name(iterable.func) in (
-            "enumerate",
-            "tqdm",
-            "tqdm.tqdm",
-        ):
-            if not iterable.args:
-                return False
-            iterable = iterable.args[0].value
-        if iterable is None or self.facts.kind_of(iterable) is not Kind.LOADER:
+        if not self._iterates_loader(loop):
             return False
+        iterable = loop_source(loop)
+        assert iterable is not None
         name = dotted_name(iterable)
         if name is None:
             return False

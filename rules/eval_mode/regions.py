@@ -19,6 +19,7 @@ from pitfall_guard.static.facts import (
     Loop,
     argument_for,
     calls_within,
+    loop_source,
     strip_chain,
 )
 from pitfall_guard.static.names import dotted_name, last_part
@@ -31,7 +32,6 @@ _EVAL_FUNCTION = re.compile(
     re.IGNORECASE,
 )
 _EVAL_LOADER = re.compile(r"val|test|eval|holdout", re.IGNORECASE)
-_LOOP_WRAPPERS = ("enumerate", "tqdm", "tqdm.tqdm", "iter")
 _LOADERS_NAME = re.compile(r"loader", re.IGNORECASE)
 
 
@@ -68,12 +68,6 @@ def _model_call(facts: Facts, site: CallSite) -> str | None:
     return name
 
 
-def _unwrap_loop_iterable(node: cst.BaseExpression | None) -> cst.BaseExpression | None:
-    while isinstance(node, cst.Call) and dotted_name(node.func) in _LOOP_WRAPPERS and node.args:
-        node = node.args[0].value
-    return node
-
-
 def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
     """Every evaluation function and loop of the file with its first forward pass."""
     eval_functions: set[Function] = set()
@@ -94,7 +88,7 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             model, site = forwards[0]
             yield EvalRegion(f"{function.name}()", site, model, function, None, forwards)
     for loop in facts.loops:
-        iterable = _unwrap_loop_iterable(loop.iterable)
+        iterable = loop_source(loop)
         name = _evaluation_loader(facts, iterable)
         if name is None or loop.function in eval_functions or _trains(facts.expand(loop.events)):
             continue
