@@ -197,8 +197,8 @@ class DataParallelUsed(StaticRule):
     maturity = Maturity.PREVIEW
     maturity_reason = (
         "a recommendation, not a bug: DataParallel trains correctly, and on the triaged "
-        "public corpus none of its 23 findings was a change a maintainer would take "
-        "(8 wrong, 15 debatable)"
+        "public corpus none of its 27 findings was a change a maintainer would take "
+        "(8 wrong, 19 debatable)"
     )
     summary = "nn.DataParallel is slower than DistributedDataParallel and discouraged"
     severity = Severity.WARNING
