@@ -130,6 +130,23 @@ class Net(nn.Module):
         return x * mask + noise
 model = Net().to("cuda" if torch.cuda.is_available() else "cpu")
 """,
+        # the model is moved by a helper, by a wrapper, or not needed on the device
+        """
+import torch
+from torch import nn
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = nn.Linear(784, 10)
+model = setup(model, device)
+other = nn.Linear(784, 10)
+ddp = torch.nn.parallel.DistributedDataParallel(other)
+cpu_model = nn.Linear(784, 10)
+for images, labels in train_loader:
+    images = images.to(device)
+    model(images)
+    other(images)
+    features = images.cpu()
+    cpu_model(features)
+""",
         # a tokenizer's batch (a mapping) moves in place
         """
 import torch
@@ -153,6 +170,17 @@ for images, labels in train_loader:
 """,
     )
     INVALID = (
+        # the reverse: the batch moves, the model stays on the CPU
+        """
+import torch
+from torch import nn
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for images, labels in train_loader:
+    images, labels = images.to(device), labels.to(device)
+    outputs = model(images)  # expect: PG201
+""",
         # the moved copy is dropped: a tensor does not move in place
         """
 import torch
@@ -278,6 +306,8 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
     def _check_forward_call(self, site: CallSite) -> None:
         model = model_name(self.facts, site.node.func)
         scope = site.function
+        if model is not None and not self.facts.is_moved(model, scope):
+            self._check_model_left_behind(site, model)
         if (
             model is None
             or not self.facts.is_moved(model, scope)
@@ -294,6 +324,44 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
                     hint=f"{name} = {name}.to(device, non_blocking=True) before calling {model}",
                 )
                 return
+
+    def _check_model_left_behind(self, site: CallSite, model: str) -> None:
+        """The reverse mismatch: the batch is moved to a device, the model never is."""
+        if not site.node.args or not self._stays_put(model):
+            return
+        batch = site.node.args[0].value
+        if not isinstance(batch, cst.Name) or not site.loops:
+            return
+        moves = [
+            value
+            for value in site.function.assignments.get(batch.value, [])
+            if isinstance(value, cst.Call)
+            and self.facts.is_device_move(value)
+            and dotted_name(strip_chain(value)[0]) == batch.value
+        ]
+        if moves and all(not self.facts.moves_to_cpu(move) for move in moves):
+            self.report(
+                site.node,
+                f"'{batch.value}' is moved to a device, but model '{model}' never is: on a GPU "
+                "this forward pass fails with inputs and weights on different devices",
+                hint=f"{model} = {model}.to(device) once, before the loop",
+            )
+
+    def _stays_put(self, model: str) -> bool:
+        """A model built here and never moved, wrapped or handed to a function (which might
+        move it: `accelerator.prepare(model)`, `DDP(model)`, `setup(model)`)."""
+        if "." in model or self.facts.moves.get(model):
+            return False
+        values = self.facts.assignments.get(model, [])
+        built = bool(values) and all(
+            isinstance(v, cst.Call) and not strip_chain(v)[1] and self.facts.kind_of_call(v)
+            for v in values
+        )
+        handed = any(
+            dotted_name(arg.value) == model for site in self.facts.calls for arg in site.node.args
+        )
+        parameter = any(model in f.parameter_names() for f in self.facts.all_functions)
+        return built and not handed and not parameter
 
     def _unmoved_batch(self, value: cst.BaseExpression, loops: tuple[Loop, ...]) -> str | None:
         base, chain = strip_chain(value)
