@@ -147,6 +147,21 @@ for images, labels in train_loader:
     features = images.cpu()
     cpu_model(features)
 """,
+        # the target is moved, or the model stays on the CPU
+        """
+import torch
+from torch import nn
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+train_loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True)
+model = nn.Linear(784, 10).to(device)
+cpu_model = nn.Linear(784, 10)
+criterion = nn.CrossEntropyLoss()
+for images, labels in train_loader:
+    images, labels = images.to(device), labels.to(device)
+    loss = criterion(model(images), labels)
+for x, y in train_loader:
+    loss = criterion(cpu_model(x), y)
+""",
         # a tokenizer's batch (a mapping) moves in place
         """
 import torch
@@ -170,6 +185,19 @@ for images, labels in train_loader:
 """,
     )
     INVALID = (
+        # the output is on the device, the target is not
+        """
+import torch
+from torch import nn
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+train_loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True)
+model = nn.Linear(784, 10).to(device)
+criterion = nn.CrossEntropyLoss()
+for images, labels in train_loader:
+    outputs = model(images.to(device))
+    loss = criterion(outputs, labels)  # expect: PG201
+    other = nn.functional.cross_entropy(model(images.to(device)), labels)  # expect: PG201
+""",
         # the reverse: the batch moves, the model stays on the CPU
         """
 import torch
@@ -260,6 +288,7 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         for site in facts.calls:
             if site.node not in self._not_modules:
                 self._check_forward_call(site)
+                self._check_loss_target(site)
         self._check_forward_creations()
         for operation in facts.name_operations:
             self._check_mixed_arithmetic(operation)
@@ -324,6 +353,50 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
                     hint=f"{name} = {name}.to(device, non_blocking=True) before calling {model}",
                 )
                 return
+
+    def _check_loss_target(self, site: CallSite) -> None:
+        """`criterion(model(images), labels)`: the output is on the model's device, the
+        target comes straight from the loader."""
+        func = site.node.func
+        qualified = self.facts.qualified_name(func) or ""
+        is_loss = self.facts.kind_of(func) is Kind.LOSS or (
+            qualified.startswith("torch.nn.functional.") and "loss" in qualified
+        ) or qualified in ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss")
+        if not is_loss or len(site.node.args) < 2:
+            return
+        output = strip_chain(site.node.args[0].value)[0]
+        if isinstance(output, cst.Name):
+            values = site.function.assignments.get(output.value, [])
+            output = strip_chain(values[0])[0] if len(values) == 1 else output
+        model = model_name(self.facts, output.func) if isinstance(output, cst.Call) else None
+        if (
+            model is None
+            or not isinstance(output, cst.Call)
+            or not self._moved_input(output, site)
+            or not self.facts.is_moved(model, site.function)
+            or self.facts.moved_to_cpu_only(model, site.function)
+        ):
+            return  # an unmoved input is said at the forward pass already
+        target = self._unmoved_batch(site.node.args[1].value, site.loops)
+        if target is not None:
+            self.report(
+                site.node,
+                f"the output of '{model}' is on the model's device, but the target '{target}' "
+                "comes straight from the data loader and was never moved: on a GPU the loss "
+                "fails",
+                hint=f"{target} = {target}.to(device, non_blocking=True)",
+            )
+
+    def _moved_input(self, forward: cst.Call, site: CallSite) -> bool:
+        """Whether the forward's input was moved: `model(x.to(device))`, or `x = x.to(...)`."""
+        if not forward.args:
+            return False
+        value = forward.args[0].value
+        if isinstance(value, cst.Name):
+            values = site.function.assignments.get(value.value, [])
+            value = values[-1] if values else value
+        moves = strip_chain(value)[1] if isinstance(value, cst.Call) else []
+        return any(self.facts.is_device_move(m) and not self.facts.moves_to_cpu(m) for m in moves)
 
     def _check_model_left_behind(self, site: CallSite, model: str) -> None:
         """The reverse mismatch: the batch is moved to a device, the model never is."""
