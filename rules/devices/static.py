@@ -147,6 +147,19 @@ for images, labels in train_loader:
     features = images.cpu()
     cpu_model(features)
 """,
+        # noise made on the device, or moved after
+        """
+import torch
+from torch import nn
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+generator = nn.Sequential(nn.Linear(100, 784), nn.Tanh()).to(device)
+for real, _ in train_loader:
+    z = torch.randn(real.size(0), 100, device=device)
+    fake = generator(z)
+    w = torch.randn(real.size(0), 100)
+    w = w.to(device)
+    generator(w)
+""",
         # the target is moved, or the model stays on the CPU
         """
 import torch
@@ -185,6 +198,16 @@ for images, labels in train_loader:
 """,
     )
     INVALID = (
+        # the noise of a GAN is made on the CPU, the generator is on the device
+        """
+import torch
+from torch import nn
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+generator = nn.Sequential(nn.Linear(100, 784), nn.Tanh()).to(device)
+for real, _ in train_loader:
+    z = torch.randn(real.size(0), 100)  # expect: PG201
+    fake = generator(z)
+""",
         # the output is on the device, the target is not
         """
 import torch
@@ -343,6 +366,7 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
             or self.facts.moved_to_cpu_only(model, scope)
         ):
             return
+        self._check_created_input(site, model)
         for arg in site.node.args:
             name = self._unmoved_batch(arg.value, site.loops)
             if name is not None:
@@ -386,6 +410,29 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
                 "fails",
                 hint=f"{target} = {target}.to(device, non_blocking=True)",
             )
+
+    def _check_created_input(self, site: CallSite, model: str) -> None:
+        """`z = torch.randn(n, 100)` fed to a model on a device (a GAN's noise, a hidden
+        state): made on the CPU and never moved."""
+        if not site.loops or not site.node.args:
+            return
+        value = site.node.args[0].value
+        if not isinstance(value, cst.Name) or self.facts.is_moved(value.value, site.function):
+            return
+        made = site.function.assignments.get(value.value, [])
+        if made and all(
+            isinstance(v, cst.Call)
+            and creation_without_device(self.facts, v)
+            and dotted_name(v.func) not in ("torch.tensor", "torch.as_tensor")
+            for v in made
+        ):
+            for creation in made:
+                self.report(
+                    creation,
+                    f"'{value.value}' is created on the CPU and fed to '{model}', which is moved "
+                    "to a device: on a GPU the forward pass fails",
+                    hint="create it where the model is: device=device (or x.new_zeros(...))",
+                )
 
     def _moved_input(self, forward: cst.Call, site: CallSite) -> bool:
         """Whether the forward's input was moved: `model(x.to(device))`, or `x = x.to(...)`."""
