@@ -67,9 +67,10 @@ SHAPE_PRESERVING = frozenset(
 class Mismatch(Exception):
     """The input reaching a layer does not fit it."""
 
-    def __init__(self, node: cst.CSTNode, message: str) -> None:
+    def __init__(self, node: cst.CSTNode, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.node = node
+        self.hint = hint
 
 
 class Unknown(Exception):
@@ -226,6 +227,15 @@ class ShapeTracer:
             if shape == UNKNOWN_INPUT:
                 shape = (in_features,)
                 self.trace.append(f"input {format_shape(shape)}")
+            elif len(shape) > 1 and math.prod(shape) == in_features and self.accepted:
+                # The right number of values, not flattened: the fix is a Flatten, not a size.
+                raise Mismatch(
+                    layer.node,
+                    f"{layer.describe()} gets its {in_features} features unflattened, as shape "
+                    f"{format_shape(shape)} per sample (shapes so far: {' -> '.join(self.trace)})",
+                    hint=f"add nn.Flatten() before {layer.describe()} "
+                    "(or torch.flatten(x, 1) in forward)",
+                )
             elif shape[-1] != in_features:
                 raise self.mismatch(layer, f"{in_features} input features", shape)
             self.accepted += 1

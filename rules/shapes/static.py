@@ -95,7 +95,9 @@ class LayerShapeMismatch(StaticRule):
 
     ## Fix
     Use the size the message computes (`nn.Linear(9216, 128)`), or `nn.LazyLinear(128)` to
-    let PyTorch infer it, and `torch.flatten(x, 1)` instead of `view(-1, N)`.
+    let PyTorch infer it, and `torch.flatten(x, 1)` instead of `view(-1, N)`. When the layer
+    gets the right number of values still shaped as an image, the message says so: add
+    `nn.Flatten()` before it.
     """
 
     code = "PG401"
@@ -154,6 +156,19 @@ text_model = nn.Sequential(nn.Linear(300, 10))
 """,
     )
     INVALID = (
+        # the right number of features, not flattened: the fix is nn.Flatten()
+        """
+import torch
+from torch import nn
+import torchvision
+train_set = torchvision.datasets.MNIST("data", train=True)
+model = nn.Sequential(
+    nn.Conv2d(1, 8, 3),
+    nn.ReLU(),
+    nn.Linear(8 * 26 * 26, 10),  # expect: PG401
+)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+""",
         """
 import torch
 from torch import nn
@@ -227,7 +242,7 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         try:
             yield
         except Mismatch as mismatch:
-            self.report(mismatch.node, str(mismatch))
+            self.report(mismatch.node, str(mismatch), hint=mismatch.hint)
         except Unknown:
             pass
 
