@@ -134,6 +134,10 @@ class TensorOrigins:
         func = node.func
         if self._moved_model(func, scope):
             return True
+        if self.facts.kind_of(func) is Kind.LOSS and any(
+            self._is_device_expression(arg.value, scope, known) for arg in node.args
+        ):
+            return True  # `loss = criterion(outputs, targets)` lives where its inputs do
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             if method in ("numpy", "item", "tolist"):

@@ -667,6 +667,16 @@ back = tensor.numpy()
 """,
     )
     INVALID = (
+        # a loss computed from device tensors is on the device too, detached or not
+        """
+import torch
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+model = Net().to(device)
+criterion = torch.nn.MSELoss()
+for x, y in loader:
+    loss = criterion(model(x.to(device)), y.to(device))
+    history = loss.detach().numpy()  # expect: PG202
+""",
         """
 import torch
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
