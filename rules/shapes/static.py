@@ -24,6 +24,8 @@ from pitfall_guard.static.shapes import (
 )
 from pitfall_guard.static.torch_api import DATASET_INPUT_SHAPES, is_cross_entropy, is_softmax
 
+from .loss_broadcast import LossBroadcast
+
 _SHAPE_COMMENT = re.compile(r"pitfall-guard:\s*input-shape\s*=\s*([\d\s,]+)")
 _RESIZING_TRANSFORMS = ("Resize", "CenterCrop", "RandomResizedCrop", "FiveCrop", "Pad")
 
@@ -579,4 +581,8 @@ def _returned_expression(class_node: cst.ClassDef) -> cst.BaseExpression | None:
     return None
 
 
-STATIC_RULES: tuple[type[StaticRule], ...] = (LayerShapeMismatch, SoftmaxBeforeCrossEntropy)
+STATIC_RULES: tuple[type[StaticRule], ...] = (
+    LayerShapeMismatch,
+    LossBroadcast,
+    SoftmaxBeforeCrossEntropy,
+)
