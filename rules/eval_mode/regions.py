@@ -63,9 +63,19 @@ def _model_call(facts: Facts, site: CallSite) -> str | None:
     if isinstance(func, cst.Attribute) and func.attr.value == "forward":
         func = func.value  # `model.forward(x)` runs the model too (PG604 says the rest)
     name = dotted_name(func)
+    if name == "self" and _in_module_method(facts, site.function):
+        return name  # `self(x)` in a Keras-style `evaluate()` of the module itself
     if name is None or name in facts.classes or facts.kind_of(func) is not Kind.MODEL:
         return None  # `Net()` builds a model, it runs none
     return name
+
+
+def _in_module_method(facts: Facts, function: Function) -> bool:
+    return (
+        function.class_name is not None
+        and function.name != "forward"
+        and facts.is_module_class(function.class_name)
+    )
 
 
 def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
@@ -233,7 +243,19 @@ def has_mode_dependent_layers(facts: Facts, model: str, function: Function | Non
     callers pass for a parameter. A model whose layers the file does not show is not
     reported: eval() may change nothing for it.
     """
+    if model == "self":
+        return function is not None and _class_shows_mode_layers(facts, function.class_name)
     return _shows_mode_layers(facts, model, function, depth=3)
+
+
+def _class_shows_mode_layers(facts: Facts, class_name: str | None, depth: int = 3) -> bool:
+    """A module class of the file with Dropout/BatchNorm in it or in its bases."""
+    info = facts.classes.get(class_name or "")
+    if info is None or depth == 0:
+        return False
+    return _mentions_mode_layers(facts, info.node) or any(
+        _class_shows_mode_layers(facts, base, depth - 1) for base in info.bases
+    )
 
 
 def _shows_mode_layers(facts: Facts, model: str, function: Function | None, depth: int) -> bool:

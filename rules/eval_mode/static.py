@@ -120,6 +120,24 @@ test(test_loader)
 """,
     )
     INVALID = (
+        # a Keras-style evaluate() on the module itself
+        """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(784, 128), nn.Dropout(0.5), nn.Linear(128, 10))
+    def forward(self, x):
+        return self.fc(x)
+    def evaluate(self, loader):
+        with torch.no_grad():
+            return [self(x).argmax(1) for x, _ in loader]  # expect: PG301
+    def evaluate_properly(self, loader):
+        self.eval()
+        with torch.no_grad():
+            return [self(x).argmax(1) for x, _ in loader]
+""",
         # the decoder has Dropout, the encoder runs first
         """
 import torch
