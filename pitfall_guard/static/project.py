@@ -113,7 +113,11 @@ def resolve_module(importer: Path, module: str, level: int = 0) -> Path | None:
             found = _module_file(root, parts)
             if found is not None and found != importer:
                 return found
-        if (directory / ".git").exists() or directory.parent == directory:
+        if (
+            (directory / ".git").exists()
+            or directory.name in ("site-packages", "dist-packages")
+            or directory.parent == directory
+        ):
             break
         directory = directory.parent
     return None

@@ -172,8 +172,12 @@ def _pins_in_directory(directory: Path) -> tuple[dict[str, Version], str] | None
 
 
 def _stops_the_search(directory: Path) -> bool:
-    """A repository's root: the project's pins are at or below it."""
-    return (directory / ".git").exists()
+    """A repository's root, or an installed package's folder: the project's pins are at or
+    below it (a package in `site-packages` is not part of the project around the venv)."""
+    return (directory / ".git").exists() or directory.name in _INSTALL_FOLDERS
+
+
+_INSTALL_FOLDERS = ("site-packages", "dist-packages")
 
 
 @functools.lru_cache(maxsize=1)

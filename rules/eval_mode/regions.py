@@ -70,6 +70,13 @@ def _model_call(facts: Facts, site: CallSite) -> str | None:
     return name
 
 
+def _iterates_data(facts: Facts, function: Function, forwards: Sequence[CallSite]) -> bool:
+    """A forward inside a loop, or a function handed a loader (`evaluate(self, loader)`)."""
+    return any(site.loops for site in forwards) or any(
+        facts.kind_of_name(name) is Kind.LOADER for name in function.parameter_names()
+    )
+
+
 def _in_module_method(facts: Facts, function: Function) -> bool:
     return (
         function.class_name is not None
@@ -92,7 +99,14 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             or _trains(facts.expand(function.events))
         ):
             continue
-        forwards = _first_forwards(facts, [s for s in facts.calls if s.function is function])
+        sites = [s for s in facts.calls if s.function is function]
+        forwards = _first_forwards(facts, sites)
+        # A class's own `predict(input)` is its API (the caller picks the grad mode); an
+        # evaluation method (`evaluate(loader)`, `validate(self)`, generation) loops.
+        if forwards and function.class_name is not None and not _iterates_data(
+            facts, function, [s for s in sites if _model_call(facts, s)]
+        ):
+            continue
         if forwards and not _is_shape_probe(facts, forwards[0][1]):
             eval_functions.add(function)
             model, site = forwards[0]

@@ -137,6 +137,8 @@ class Net(nn.Module):
         self.eval()
         with torch.no_grad():
             return [self(x).argmax(1) for x, _ in loader]
+    def predict(self, x):
+        return self(x).argmax(1)
 """,
         # the decoder has Dropout, the encoder runs first
         """

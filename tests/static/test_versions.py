@@ -144,3 +144,15 @@ def test_check_file_reads_the_files_project(tmp_path: Path) -> None:
     (tmp_path / "requirements.txt").write_text("torch>=2.7\n")
     (tmp_path / "train.py").write_text(LOAD)
     assert check_file(tmp_path / "train.py", load_plugins().static_rules) == []
+
+
+def test_an_installed_package_is_not_part_of_the_project_around_the_venv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "requirements.txt").write_text("torch>=2.4\n")
+    module = tmp_path / ".venv" / "lib" / "site-packages" / "torch" / "utils" / "load.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(LOAD)
+    installed = TorchTarget(torch=(2, 14), source="installed", pinned=False)
+    monkeypatch.setattr(versions, "installed", lambda: installed)
+    assert target_for(module) == installed
