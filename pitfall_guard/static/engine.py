@@ -39,11 +39,13 @@ def check_source(
     path: str,
     rules: Sequence[type[StaticRule]],
     torch: TorchTarget = UNKNOWN,
+    file: Path | None = None,
 ) -> list[Finding]:
     """All findings of `rules` in one file's text, sorted, noqa applied.
 
     `torch` is the version the file is written for; a `# pitfall-guard: torch-version=X.Y`
-    comment in the file wins over it.
+    comment in the file wins over it. `file` is where the text lives on disk (default: `path`
+    when it names a file), for following its imports into the project.
     """
     if not rules or file_is_exempt(source):
         return []
@@ -56,7 +58,10 @@ def check_source(
         return [_syntax_error(source, path, error)]
     except RecursionError:
         return [_internal_error(path, 1, "the parser", "the file is nested too deeply to parse")]
-    findings = _run_rules(module, source, path, rules, file_setting(source) or torch)
+    if file is None and Path(path).is_file():
+        file = Path(path)
+    project = ProjectView(file) if PROJECT_WIDE and file is not None else None
+    findings = _run_rules(module, source, path, rules, file_setting(source) or torch, project)
     findings = apply_noqa(findings, source.splitlines())
     return sorted(findings, key=Finding.sort_key)
 
@@ -74,7 +79,8 @@ def check_file(
         return [_internal_error(display, 1, "the reader", f"cannot read the file: {error}")]
     if not rules:
         return []
-    return check_source(source, display, rules, torch if torch is not None else target_for(path))
+    target = torch if torch is not None else target_for(path)
+    return check_source(source, display, rules, target, file=path)
 
 
 def check_files(
@@ -119,9 +125,9 @@ def _run_rules(
     path: str,
     rules: Sequence[type[StaticRule]],
     torch: TorchTarget,
+    project: ProjectView | None,
 ) -> list[Finding]:
     try:
-        project = ProjectView(Path(path)) if PROJECT_WIDE and Path(path).is_file() else None
         facts = Facts.build(module, source, project)
     except RecursionError:
         return [_internal_error(path, 1, "the facts pass", "the file is nested too deeply")]
