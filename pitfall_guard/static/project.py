@@ -31,11 +31,21 @@ class ClassSummary:
 
 
 @dataclass(frozen=True)
+class FunctionSummary:
+    """A top-level function of another file: the methods it calls (`eval`, `zero_grad`,
+    `set_epoch`, `to`...), so that a helper's effect counts where it is called."""
+
+    name: str
+    methods: frozenset[str]
+
+
+@dataclass(frozen=True)
 class ModuleSummary:
-    """The classes of one file, and what its imported names stand for."""
+    """The classes and functions of one file, and what its imported names stand for."""
 
     path: Path
     classes: dict[str, ClassSummary] = field(default_factory=dict)
+    functions: dict[str, FunctionSummary] = field(default_factory=dict)
     imports: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
@@ -50,6 +60,13 @@ class ProjectView:
         file of the project defines it and it is an nn.Module; None otherwise."""
         found = _find_class(self.path, origin, level, depth=3)
         return found[0] if found is not None and found[1] else None
+
+    def function(self, origin: str, level: int = 0) -> FunctionSummary | None:
+        """The function `origin` ("utils.evaluate") names in a file of the project."""
+        module, _, name = origin.rpartition(".")
+        target = resolve_module(self.path, module, level)
+        summary = summarize(target) if target is not None else None
+        return None if summary is None else summary.functions.get(name)
 
     def shows_mode_layers(self, origin: str, level: int = 0) -> bool:
         """Whether the imported module class has Dropout/BatchNorm (in it or its bases)."""
@@ -157,6 +174,13 @@ def _summarize(path: Path, mtime_ns: int, size: int) -> ModuleSummary | None:
         if isinstance(node, ast.ClassDef):
             bases = tuple(name for name in map(_dotted, node.bases) if name)
             summary.classes[node.name] = ClassSummary(node.name, bases, _has_mode_layers(node))
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            methods = frozenset(
+                child.func.attr
+                for child in ast.walk(node)
+                if isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute)
+            )
+            summary.functions[node.name] = FunctionSummary(node.name, methods)
         elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 origin = f"{node.module}.{alias.name}" if node.module else alias.name

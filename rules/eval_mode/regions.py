@@ -242,11 +242,19 @@ def switches_to_eval(facts: Facts, region: EvalRegion) -> bool:
             scopes += [site.function for site in facts.callers_of(region.function.name)]
     # A script that switches to eval() at its top level before evaluating counts too.
     scopes.append(facts.module_scope)
-    return any(
+    if any(
         event.kind is EventKind.EVAL_MODE
         for scope in scopes
         if scope is not None
         for event in facts.expand(scope.events)
+    ):
+        return True
+    # `from utils import set_eval_mode`: a helper of another file that calls .eval().
+    return facts.project is not None and any(
+        (summary := facts.project.function(*origin)) is not None and "eval" in summary.methods
+        for site in facts.calls
+        if site.function in scopes
+        and (origin := facts.imports.import_origin(site.node.func)) is not None
     )
 
 

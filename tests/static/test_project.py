@@ -75,3 +75,11 @@ def test_classes_are_summarized_with_their_layers_and_bases(tmp_path: Path) -> N
 def test_a_file_that_does_not_parse_has_no_summary(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("class (:\n")
     assert summarize(tmp_path / "broken.py") is None
+
+
+def test_functions_are_summarized_with_the_methods_they_call(tmp_path: Path) -> None:
+    _write(tmp_path, {"utils.py": "def freeze(m):\n    m.eval()\n    m.requires_grad_(False)\n",
+                      "train.py": ""})  # fmt: skip
+    summary = ProjectView(tmp_path / "train.py").function("utils.freeze")
+    assert summary is not None and {"eval", "requires_grad_"} <= summary.methods
+    assert ProjectView(tmp_path / "train.py").function("utils.missing") is None
