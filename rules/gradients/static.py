@@ -9,6 +9,8 @@ from pitfall_guard.static.facts import EventKind, Facts, Function, GradEvent, Ki
 from pitfall_guard.static.names import dotted_name
 from pitfall_guard.static.rule import StaticRule
 
+_CLEARING_METHODS = frozenset({"zero_grad", "zero_", "grad_zero"})
+
 
 class GradientsNotCleared(StaticRule):
     """
@@ -139,8 +141,36 @@ for epoch in range(10):
     opt.step()
     opt.zero_grad()
 """,
+        # a helper of another file clears them (or may: it cannot be read)
+        """
+import torch
+from helpers import clear
+from somewhere_else import train_utils
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    clear(optimizer)
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+for x, y in loader:
+    train_utils.reset(model)
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+""",
     )
     INVALID = (
+        # logging through another file's function does not clear anything
+        """
+import torch
+import wandb
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()  # expect: PG101
+    wandb.log({"loss": loss.item()})
+""",
         """
 import torch
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -214,9 +244,32 @@ for x, y in loader:
                         event.kind is EventKind.STEP
                         and event.node not in reported
                         and not self.facts.clears_for(events, event.target)
+                        and not self._may_clear_elsewhere(loop, event.target)
                     ):
                         reported.add(event.node)
                         self._report(event.node, event.target, loop)
+
+    def _may_clear_elsewhere(self, loop: Loop, optimizer: str | None) -> bool:
+        """Whether the loop hands the optimizer (or a model) to a function of another file
+        that clears gradients, or that cannot be read (then it may well): `clear(optimizer)`
+        from `helpers.py`."""
+        for site in self.facts.calls:
+            if loop not in site.loops:
+                continue
+            origin = self.facts.imports.import_origin(site.node.func)
+            if origin is None or origin[0].startswith("torch"):
+                continue
+            handed = [dotted_name(arg.value) for arg in site.node.args]
+            if not any(
+                name is not None
+                and (name == optimizer or self.facts.kind_of_name(name) is Kind.MODEL)
+                for name in handed
+            ):
+                continue
+            summary = self.facts.project.function(*origin) if self.facts.project else None
+            if summary is None or summary.methods & _CLEARING_METHODS:
+                return True
+        return False
 
     def _report(self, step: cst.CSTNode, optimizer: str | None, loop: Loop) -> None:
         loop_line = self.context.line_of(loop.node)
