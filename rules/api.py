@@ -486,7 +486,7 @@ outputs = model.forward(images)  # expect: PG604
     )
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        plain_functions = self.facts.extension_receivers()
+        plain_functions = self.facts.extension_receivers
         for site in self.facts.calls:
             func = site.node.func
             if not isinstance(func, cst.Attribute) or func.attr.value != "forward":

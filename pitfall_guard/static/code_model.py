@@ -90,6 +90,8 @@ class Function:
     node: cst.FunctionDef | None
     class_name: str | None = None
     no_grad: bool = False
+    # The scope the function is defined in (the module's, for a top-level function).
+    parent: Function | None = None
     raw: list[cst.CSTNode] = field(default_factory=list)
     events: list[GradEvent] = field(default_factory=list)
     # What this scope assigns to each name, and the .to()/.cuda()/.cpu() calls applied to it.

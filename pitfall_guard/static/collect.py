@@ -77,7 +77,9 @@ class FactsCollector:
             is_no_grad_context(self.facts.qualified_name(decorator_callee(d.decorator)))
             for d in node.decorators
         )
-        function = Function(node, class_name=self.classes[-1], no_grad=no_grad)
+        function = Function(
+            node, class_name=self.classes[-1], no_grad=no_grad, parent=self.functions[-1]
+        )
         self.facts.functions.setdefault(node.name.value, function)
         self.facts.all_functions.append(function)
         self._enter_scope(function)

@@ -22,10 +22,10 @@ from pitfall_guard.static.versions import UNKNOWN, TorchTarget, file_setting, ta
 from pitfall_guard.static.walk import VisitorMethod, visits_tokens, walk
 
 SYNTAX_ERROR = ("PG001", "syntax-error")
+INTERNAL_ERROR = ("PG002", "internal-error")
 # Whether facts follow imports into the project's other files (the speed benchmark turns it
 # off to measure what it costs).
 PROJECT_WIDE = True
-INTERNAL_ERROR = ("PG002", "internal-error")
 
 
 @dataclass

@@ -12,6 +12,7 @@ these records, without walking the tree again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import libcst as cst
@@ -156,6 +157,7 @@ class Facts:
         info = self.classes.get(name)
         return info is not None and any(base.endswith("LightningModule") for base in info.bases)
 
+    @functools.cached_property
     def extension_receivers(self) -> set[str]:
         """Names whose `.forward()`/`.backward()` are plain functions, not module calls: an
         imported module (a compiled C++/CUDA extension, `turtle`), what

@@ -7,7 +7,7 @@ import re
 import libcst as cst
 
 from pitfall_guard.findings import Severity
-from pitfall_guard.static.facts import Facts, Kind, calls_within
+from pitfall_guard.static.facts import Facts, Kind
 from pitfall_guard.static.names import dotted_name, last_part
 from pitfall_guard.static.rule import FileContext, StaticRule
 from pitfall_guard.static.tensors import method_name, string_value
@@ -152,6 +152,8 @@ if args.distributed:
     dist.init_process_group("nccl")
     torch.cuda.set_device(args.local_rank)
     device = torch.device("cuda", args.local_rank)
+else:
+    device = torch.device("cuda")  # expect: PG204
 model = Net().cuda()  # expect: PG204
 """,
     )
@@ -160,14 +162,21 @@ model = Net().cuda()  # expect: PG204
         super().__init__(context)
         self._guards: list[bool] = []
         self._scopes: list[bool] = [False]  # per function: an early exit made the rest GPU-only
-        self._unguarded: list[cst.CSTNode] = []
+        # The `if`s around the current node, each with whether we are in its `else`.
+        self._ifs: list[tuple[cst.If, list[bool]]] = []
+        # CUDA uses outside every switch, with the `if` bodies they sit in.
+        self._unguarded: list[tuple[cst.CSTNode, tuple[cst.If, ...]]] = []
+        # `if distributed: init_process_group("nccl")`: that branch is the GPU path.
+        self._gpu_paths: set[cst.If] = set()
         self._hard_coded_switches: dict[str, cst.CSTNode] = {}
         self._switched = False
-        self._ifs = 0
         self._gpu_only = False
 
     def _under_switch(self) -> bool:
         return any(self._guards) or any(self._scopes)
+
+    def _in_bodies(self) -> tuple[cst.If, ...]:
+        return tuple(node for node, in_else in self._ifs if not in_else[0])
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self._guards.append(
@@ -187,20 +196,21 @@ model = Net().cuda()  # expect: PG204
         self._guards.pop()
 
     def visit_If(self, node: cst.If) -> None:
-        # A branch that sets up NCCL or a CUDA device is the GPU path (`if distributed:`).
-        is_switch = _mentions_device(node.test) or any(
-            map(self._gpu_only_call, calls_within(node.body))
-        )
+        is_switch = _mentions_device(node.test)
         self._switched |= is_switch
         self._guards.append(is_switch)
-        self._ifs += 1
+        self._ifs.append((node, [False]))
         if is_switch:
             self._note_hard_coded_switch(node.test)
 
+    def visit_Else(self, node: cst.Else) -> None:
+        if self._ifs:
+            self._ifs[-1][1][0] = True
+
     def leave_If(self, original_node: cst.If) -> None:
-        self._guards.pop()
-        self._ifs -= 1
-        if _mentions_device(original_node.test) and _exits(original_node.body):
+        is_switch = self._guards.pop()
+        self._ifs.pop()
+        if is_switch and _exits(original_node.body):
             self._scopes[-1] = True  # what follows runs only where there is a GPU
 
     def visit_IfExp(self, node: cst.IfExp) -> None:
@@ -216,20 +226,24 @@ model = Net().cuda()  # expect: PG204
             self._scopes[-1] = True
 
     def visit_Call(self, node: cst.Call) -> None:
-        if not self._ifs and self._gpu_only_call(node):
-            self._gpu_only = True  # unconditionally: the whole file needs a GPU
+        if self._gpu_only_call(node):
+            bodies = self._in_bodies()
+            if not self._ifs:
+                self._gpu_only = True  # unconditionally: the whole file needs a GPU
+            elif bodies:
+                self._gpu_paths.add(bodies[-1])
         if self._under_switch():
             return
         place = _hardcoded_cuda(self.facts, node)
         if place is not None:
-            self._unguarded.append(place)
+            self._unguarded.append((place, self._in_bodies()))
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         # `Tensor = torch.cuda.FloatTensor`: every tensor made with it lives on the GPU.
         if not self._under_switch() and _CUDA_TENSOR_TYPE.match(
             self.facts.qualified_name(node) or ""
         ):
-            self._unguarded.append(node)
+            self._unguarded.append((node, self._in_bodies()))
 
     def _note_hard_coded_switch(self, test: cst.BaseExpression) -> None:
         if not isinstance(test, cst.Name):
@@ -241,7 +255,7 @@ model = Net().cuda()  # expect: PG204
     def leave_Module(self, original_node: cst.Module) -> None:
         if self.context.is_test_module or self._gpu_only:
             return
-        if _imports_cpp_extension(self.facts) or self.facts.extension_receivers():
+        if _imports_cpp_extension(self.facts) or self.facts.extension_receivers:
             return
         if any(
             origin.split(".", 1)[0] in _GPU_ONLY_LIBRARIES
@@ -258,12 +272,13 @@ model = Net().cuda()  # expect: PG204
         message = (
             "this ignores the file's own device switch: CUDA is hard-coded here, so the "
             "script still crashes on a machine without a GPU"
-            if self._switched
+            if self._switched or self._gpu_paths
             else "CUDA is hard-coded here and nothing in the file checks for a GPU: the script "
             "cannot run on a machine without one"
         )
-        for node in self._unguarded:
-            self.report(node, message)
+        for node, bodies in self._unguarded:
+            if not self._gpu_paths.intersection(bodies):
+                self.report(node, message)
 
     def _gpu_only_call(self, call: cst.Call) -> bool:
         """NCCL, `torch.cuda.set_device`, CUDA events: code meant for GPUs only (when it runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -276,6 +277,7 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         self._not_modules: set[cst.Call] = set()
         self._dropped_moves: list[cst.Call] = []
         self._mappings: set[str] = set()
+        self._stays: dict[str, bool] = {}
 
     def visit_Arg(self, node: cst.Arg) -> None:
         if node.star == "**" and isinstance(node.value, cst.Name):
@@ -470,6 +472,11 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
     def _stays_put(self, model: str) -> bool:
         """A model built here and never moved, wrapped or handed to a function (which might
         move it: `accelerator.prepare(model)`, `DDP(model)`, `setup(model)`)."""
+        if model not in self._stays:
+            self._stays[model] = self._never_moved(model)
+        return self._stays[model]
+
+    def _never_moved(self, model: str) -> bool:
         if "." in model or self.facts.moves.get(model):
             return False
         values = self.facts.assignments.get(model, [])
@@ -493,12 +500,14 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
             return None
         for loop in loops:
             if base.value in loop.target_names() and base.value not in loop.assigned:
-                if base.value in self._dropped_names():
+                if base.value in self._dropped:
                     return None  # said once, where the move's result is dropped
                 return base.value if self._yields_host_batches(loop) else None
         return None
 
-    def _dropped_names(self) -> set[str]:
+    @functools.cached_property
+    def _dropped(self) -> set[str]:
+        """The names whose `.to(device)` result is dropped (read once the walk is done)."""
         return {
             call.func.value.value
             for call in self._dropped_moves
@@ -782,10 +791,13 @@ for p in model.parameters():
 
     def leave_Module(self, original_node: cst.Module) -> None:
         origins = TensorOrigins(self.facts)
+        # A file that freezes parameters (`requires_grad = False`) may hold ones without grad.
+        source = self.context.source
+        freezes = "requires_grad_(False)" in source or bool(_FREEZES.search(source))
         parameters = self._parameter_names()
         for site, receiver in _numpy_calls(self.facts):
             # A parameter requires grad even under no_grad: `.numpy()` still raises there.
-            is_parameter = self._is_parameter(receiver, site, parameters)
+            is_parameter = not freezes and self._is_parameter(receiver, site, parameters)
             if self.facts.grad_disabled(site) and not is_parameter:
                 continue
             root = origins.root(receiver)
@@ -820,12 +832,7 @@ for p in model.parameters():
     def _is_parameter(
         self, receiver: cst.BaseExpression, site: CallSite, loop_names: set[tuple[str, Loop]]
     ) -> bool:
-        """`model.fc.weight`, `model.bias`, or `p` in `for p in model.parameters()`; not when
-        the file freezes parameters (`requires_grad = False`)."""
-        if "requires_grad_(False)" in self.context.source or re.search(
-            r"requires_grad\s*=\s*False", self.context.source
-        ):
-            return False
+        """`model.fc.weight`, `model.bias`, or `p` in `for p in model.parameters()`."""
         if isinstance(receiver, cst.Name):
             return any(name == receiver.value and loop in site.loops for name, loop in loop_names)
         if not isinstance(receiver, cst.Attribute) or receiver.attr.value not in ("weight", "bias"):
@@ -834,6 +841,9 @@ for p in model.parameters():
         while isinstance(root, cst.Attribute):
             root = root.value
         return isinstance(root, cst.Name) and self.facts.kind_of_name(root.value) is Kind.MODEL
+
+
+_FREEZES = re.compile(r"requires_grad\s*=\s*False")
 
 
 def _code(node: cst.CSTNode) -> str:

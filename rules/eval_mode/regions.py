@@ -24,7 +24,6 @@ from pitfall_guard.static.facts import (
 )
 from pitfall_guard.static.names import dotted_name, last_part
 from pitfall_guard.static.torch_api import MODE_DEPENDENT_LAYERS, MODE_DEPENDENT_WITH
-from pitfall_guard.static.walk import iter_children
 
 _EVAL_FUNCTION = re.compile(
     r"^_?(evaluate|evaluation|eval|validate|validation|val|valid|test|testing|predict|"
@@ -138,13 +137,13 @@ def _predictions_after_training(
             continue
         scope = loop.function
         inside = [order[s.node] for s in facts.calls if loop in s.loops]
+        if scope is None or scope in eval_functions or not inside:
+            continue
         last_step = max(
-            (order[e.node] for e in (scope.events if scope else []) if e.node in order
+            (order[e.node] for e in scope.events if e.node in order
              and e.kind in (EventKind.BACKWARD, EventKind.STEP, EventKind.CLOSURE_STEP)),
             default=-1,
         )  # fmt: skip
-        if scope is None or scope in eval_functions or not inside:
-            continue
         end = max(inside)
         for site in facts.calls[end + 1 :]:
             model = _model_call(facts, site) if site.function is scope else None
@@ -312,33 +311,20 @@ def _bound_values(facts: Facts, name: str, function: Function | None) -> list[cs
         constructor = facts.constructors.get(name)
         found = [constructor] if constructor is not None else []
         return [*found, *facts.assignments.get(name, [])]
-    for scope in (function, *_enclosing(facts, function), facts.module_scope):
+    for scope in (function, *_enclosing(function), facts.module_scope):
         if name in scope.assignments:
             return scope.assignments[name]
     return []
 
 
-def _enclosing(facts: Facts, function: Function) -> list[Function]:
+def _enclosing(function: Function) -> list[Function]:
     """The functions whose bodies define `function`, innermost first."""
-    if function.node is None:
-        return []
-    around = [
-        other
-        for other in facts.all_functions
-        if other.node is not None
-        and other is not function
-        and any(node is function.node for node in _defs_within(other.node))
-    ]
-    return sorted(around, key=lambda other: len(list(_defs_within(other.node))))
-
-
-def _defs_within(node: cst.CSTNode | None) -> Iterator[cst.FunctionDef]:
-    stack = list(iter_children(node)) if node is not None else []
-    while stack:
-        current = stack.pop()
-        if isinstance(current, cst.FunctionDef):
-            yield current
-        stack.extend(iter_children(current))
+    around = []
+    scope = function.parent
+    while scope is not None and scope.node is not None:
+        around.append(scope)
+        scope = scope.parent
+    return around
 
 
 def _constructor_shows_mode_layers(
