@@ -109,6 +109,9 @@ class Function:
         return [p.name.value for p in (*params.posonly_params, *params.params)]
 
 
+Arm = tuple[cst.If, int]
+
+
 @dataclass(frozen=True, eq=False)
 class CallSite:
     """A call and where it happens."""
@@ -117,6 +120,9 @@ class CallSite:
     function: Function
     loops: tuple[Loop, ...]
     no_grad: bool
+    # The `if` arms around the call in its function, outermost first: (the If, 0) for its
+    # body, (the If, 1) for its else. `if __name__ == "__main__":` is not one.
+    arms: tuple[Arm, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,6 +15,7 @@ import libcst as cst
 from pitfall_guard.static.code_model import (
     MOVE_METHODS,
     Accumulation,
+    Arm,
     CallSite,
     ClassInfo,
     Function,
@@ -26,7 +27,7 @@ from pitfall_guard.static.code_model import (
     method_name,
 )
 from pitfall_guard.static.names import dotted_name
-from pitfall_guard.static.torch_api import is_no_grad_context, kind_of_constructor
+from pitfall_guard.static.torch_api import Kind, is_no_grad_context, kind_of_constructor
 
 if TYPE_CHECKING:
     from pitfall_guard.static.facts import Facts
@@ -43,6 +44,10 @@ class FactsCollector:
         self.saved_loops: list[list[Loop]] = []
         self.no_grad_depth = 0
         self.no_grad_withs: set[cst.With] = set()
+        # The if arms open in the current function, and the blocks that open one.
+        self.arms: list[Arm] = []
+        self.saved_arms: list[list[Arm]] = []
+        self.arm_blocks: dict[cst.CSTNode, Arm] = {}
 
     def _record(self, node: cst.CSTNode) -> None:
         for loop in self.loops:
@@ -52,11 +57,48 @@ class FactsCollector:
     def _enter_scope(self, function: Function) -> None:
         self.saved_loops.append(self.loops)
         self.loops = []
+        self.saved_arms.append(self.arms)
+        self.arms = []
         self.functions.append(function)
 
     def _leave_scope(self) -> None:
         self.loops = self.saved_loops.pop()
+        self.arms = self.saved_arms.pop()
         self.functions.pop()
+
+    def visit_If(self, node: cst.If) -> None:
+        self._open_arm(node)  # an `elif` is the else arm of the `if` before it
+        if _is_main_guard(node.test):
+            return
+        self.arm_blocks[node.body] = (node, 0)
+        if isinstance(node.orelse, cst.Else):
+            self.arm_blocks[node.orelse.body] = (node, 1)
+        elif isinstance(node.orelse, cst.If):
+            self.arm_blocks[node.orelse] = (node, 1)  # `elif`: a nested if in the else arm
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self._close_arm(original_node)
+
+    def visit_IndentedBlock(self, node: cst.IndentedBlock) -> None:
+        self._open_arm(node)
+
+    def leave_IndentedBlock(self, original_node: cst.IndentedBlock) -> None:
+        self._close_arm(original_node)
+
+    def visit_SimpleStatementSuite(self, node: cst.SimpleStatementSuite) -> None:
+        self._open_arm(node)
+
+    def leave_SimpleStatementSuite(self, original_node: cst.SimpleStatementSuite) -> None:
+        self._close_arm(original_node)
+
+    def _open_arm(self, node: cst.CSTNode) -> None:
+        arm = self.arm_blocks.get(node)
+        if arm is not None:
+            self.arms.append(arm)
+
+    def _close_arm(self, node: cst.CSTNode) -> None:
+        if self.arms and self.arm_blocks.get(node) == self.arms[-1]:
+            self.arms.pop()
 
     def visit_Import(self, node: cst.Import) -> None:
         self.facts.imports.add_import(node)
@@ -139,7 +181,13 @@ class FactsCollector:
     def visit_Call(self, node: cst.Call) -> None:
         self._record(node)
         self.facts.calls.append(
-            CallSite(node, self.functions[-1], tuple(self.loops), self.no_grad_depth > 0)
+            CallSite(
+                node,
+                self.functions[-1],
+                tuple(self.loops),
+                self.no_grad_depth > 0,
+                tuple(self.arms),
+            )
         )
 
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
@@ -197,9 +245,15 @@ class FactsCollector:
                     self.facts.bind(element.value, value.value, function)
             else:
                 # `model, loader = accelerator.prepare(model, loader)`: each name is reassigned.
+                # `train_iter, val_iter = BucketIterator.splits(...)`: each is a loader.
+                made = node.value
+                loaders = isinstance(made, cst.Call) and self.facts.kind_of_call(made) is Kind.LOADER
                 for name in bound_names(target.target):
                     self.facts.assignments.setdefault(name, []).append(node.value)
                     function.assignments.setdefault(name, []).append(node.value)
+                    if loaders and isinstance(made, cst.Call):
+                        self.facts.bindings[name] = Kind.LOADER
+                        self.facts.constructors[name] = made
                 for index, element in enumerate(target.target.elements):
                     name = dotted_name(element.value)
                     if name is not None:
@@ -231,3 +285,12 @@ class FactsCollector:
         kind = None if qualified is None else kind_of_constructor(qualified)
         if kind is not None:
             self.facts.annotated[node.name.value] = kind
+
+
+def _is_main_guard(test: cst.BaseExpression) -> bool:
+    """`if __name__ == "__main__":` runs whenever the script does."""
+    return (
+        isinstance(test, cst.Comparison)
+        and isinstance(test.left, cst.Name)
+        and test.left.value == "__name__"
+    )

@@ -13,7 +13,7 @@ these records, without walking the tree again.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import libcst as cst
 
@@ -35,7 +35,7 @@ from pitfall_guard.static.code_model import (
     strip_chain,
 )
 from pitfall_guard.static.collect import FactsCollector
-from pitfall_guard.static.names import ImportTable, dotted_name, last_part
+from pitfall_guard.static.names import ImportTable, dotted_name, entry_name, key_name, last_part
 from pitfall_guard.static.project import ProjectView
 from pitfall_guard.static.torch_api import (
     DTYPES,
@@ -120,7 +120,7 @@ class Facts:
         node, _ = strip_chain(node)
         if isinstance(node, cst.Call):
             return self.kind_of_call(node)
-        name = dotted_name(node)
+        name = entry_name(node)
         return None if name is None else self.kind_of_name(name)
 
     def kind_of_name(self, name: str) -> Kind | None:
@@ -294,6 +294,15 @@ class Facts:
         name = dotted_name(target)
         if name is None or value is None:
             return
+        self.bind_name(name, value, function)
+
+    def bind_name(self, name: str, value: cst.BaseExpression, function: Function) -> None:
+        """Record that `name` is assigned `value` in `function`; the entries of a literal
+        dict or list (`nets = {"G": G(), "D": D()}`) are bound as `nets['G']`, `nets['D']`."""
+        for key, value_of_key in _literal_entries(self, value):
+            entry = key_name(name, key)
+            if entry is not None:
+                self.bind_name(entry, value_of_key, function)
         self.assignments.setdefault(name, []).append(value)
         function.assignments.setdefault(name, []).append(value)
         self.assigned_to[value] = name
@@ -323,7 +332,7 @@ class Facts:
                         "parameters",
                         "named_parameters",
                     ):
-                        receiver = dotted_name(func.value)
+                        receiver = entry_name(func.value)
                         if receiver is not None:
                             trained.add(receiver)
         return trained
@@ -376,6 +385,14 @@ class Facts:
             else:
                 expanded.append(event)
         return expanded
+
+    def site_of(self, call: cst.CSTNode) -> CallSite | None:
+        """The call site of a call node of the file."""
+        return self._sites.get(call)
+
+    @functools.cached_property
+    def _sites(self) -> dict[cst.CSTNode, CallSite]:
+        return {site.node: site for site in self.calls}
 
     def callers_of(self, function_name: str) -> list[CallSite]:
         """The call sites of a function of the file (`f(...)` or `self.f(...)`)."""
@@ -437,11 +454,11 @@ class Facts:
         if method in ("zero_", "fill_") and is_grad(receiver):
             return GradEvent(EventKind.CLEAR, None, node)
         if method == "eval" and not node.args:
-            return GradEvent(EventKind.EVAL_MODE, dotted_name(receiver), node)
+            return GradEvent(EventKind.EVAL_MODE, entry_name(receiver), node)
         if method == "train":
             turns_off = bool(node.args) and is_false(node.args[0].value)
             kind = EventKind.EVAL_MODE if turns_off else EventKind.TRAIN_MODE
-            return GradEvent(kind, dotted_name(receiver), node)
+            return GradEvent(kind, entry_name(receiver), node)
         return None
 
     def _classify_step(self, node: cst.Call, receiver: cst.BaseExpression) -> GradEvent | None:
@@ -460,6 +477,26 @@ class Facts:
 # Methods of a module object that are its own functions, not nn.Module calls.
 _PLAIN_FUNCTIONS = ("forward", "backward")
 MODEL_WRAPPERS = frozenset({"DistributedDataParallel", "DataParallel", "compile", "DDP"})
+
+
+def _literal_entries(
+    facts: Facts, value: cst.BaseExpression
+) -> Iterator[tuple[cst.BaseExpression, cst.BaseExpression]]:
+    """The (key, value) pairs of a dict/list/tuple literal, also inside `nn.ModuleDict(...)`
+    or `nn.ModuleList(...)`."""
+    if isinstance(value, cst.Call) and len(value.args) == 1 and last_part(
+        facts.qualified_name(value.func) or ""
+    ) in ("ModuleDict", "ModuleList"):
+        value = value.args[0].value
+    if isinstance(value, cst.Dict):
+        for element in value.elements:
+            if isinstance(element, cst.DictElement):
+                yield element.key, element.value
+    elif isinstance(value, cst.List | cst.Tuple):
+        for index, item in enumerate(value.elements):
+            if isinstance(item, cst.StarredElement):
+                return
+            yield cst.Integer(str(index)), item.value
 
 
 def argument_for(call: cst.Call, function: Function, parameter: str) -> cst.BaseExpression | None:

@@ -17,6 +17,34 @@ def dotted_name(node: cst.BaseExpression) -> str | None:
     return None
 
 
+def entry_name(node: cst.BaseExpression) -> str | None:
+    """`a.b`, or an entry of a literal key: `nets['G']` → `nets["G"]`, `models[0]`.
+
+    The name a dict or list of models gives each of its models (`Facts.bind` binds the
+    entries of a literal dict or list under these names).
+    """
+    name = dotted_name(node)
+    if name is not None or not isinstance(node, cst.Subscript) or len(node.slice) != 1:
+        return name
+    owner = dotted_name(node.value)
+    index = node.slice[0].slice
+    key = index.value if isinstance(index, cst.Index) else None
+    if owner is None or key is None:
+        return None
+    return key_name(owner, key)
+
+
+def key_name(owner: str, key: cst.BaseExpression) -> str | None:
+    """`owner["key"]` for a string key without dots, `owner[0]` for an integer; else None."""
+    if isinstance(key, cst.SimpleString):
+        value = key.evaluated_value
+        if isinstance(value, str) and not set(value) & set(".\"\\"):
+            return f'{owner}["{value}"]'
+    elif isinstance(key, cst.Integer):
+        return f"{owner}[{int(key.value, 0)}]"
+    return None
+
+
 def last_part(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import libcst as cst
 
 from pitfall_guard.static.facts import Facts, Function, Kind
-from pitfall_guard.static.names import dotted_name
+from pitfall_guard.static.names import dotted_name, entry_name
 
 _GRAD_FREE_METHODS = frozenset(
     {
@@ -49,7 +49,7 @@ def string_value(node: cst.BaseExpression) -> str | None:
 
 
 def model_name(facts: Facts, callee: cst.BaseExpression) -> str | None:
-    name = dotted_name(callee)
+    name = entry_name(callee)
     if name is not None and facts.kind_of(callee) is Kind.MODEL:
         return name
     return None

@@ -150,6 +150,9 @@ _LOADER_NAME = re.compile(r"loader|dataloader|_dl$|^dl(_|$)", re.IGNORECASE)
 _MODEL_NAME = re.compile(r"^(model|net|network|classifier|cnn|mlp)(_\w+|\d+)?$", re.IGNORECASE)
 
 
+_TORCHTEXT_ITERATORS = frozenset({"BucketIterator", "Iterator", "BPTTIterator"})
+
+
 def kind_of_constructor(qualified_name: str) -> Kind | None:
     """The kind of object that calling `qualified_name` builds, for the torch API."""
     name = last_part(qualified_name)
@@ -161,6 +164,10 @@ def kind_of_constructor(qualified_name: str) -> Kind | None:
         return Kind.OPTIMIZER
     if qualified_name.startswith("torch.utils.data") and name == "DataLoader":
         return Kind.LOADER
+    if name == "splits" and qualified_name.startswith("torchtext."):
+        name = last_part(qualified_name[: -len(".splits")])  # `BucketIterator.splits(...)`
+    if qualified_name.startswith("torchtext.") and name in _TORCHTEXT_ITERATORS:
+        return Kind.LOADER  # the legacy torchtext batches: `val_iter = BucketIterator(...)`
     if name == "DistributedSampler" and qualified_name.startswith("torch."):
         return Kind.SAMPLER
     if qualified_name == "torch.device":

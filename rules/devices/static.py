@@ -199,6 +199,19 @@ for images, labels in train_loader:
 """,
     )
     INVALID = (
+        # the device comes from an argparse default
+        """
+import argparse
+import torch
+parser = argparse.ArgumentParser()
+parser.add_argument("--device", default="cuda")
+args = parser.parse_args()
+device = args.device
+model = Net().to(device)
+train_loader = torch.utils.data.DataLoader(dataset, batch_size=64)
+for x, y in train_loader:
+    loss = loss_fn(model(x), y)  # expect: PG201
+""",
         # the noise of a GAN is made on the CPU, the generator is on the device
         """
 import torch

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from pitfall_guard.static.code_model import Arm
 from pitfall_guard.static.facts import (
     CallSite,
     EventKind,
@@ -22,7 +23,7 @@ from pitfall_guard.static.facts import (
     loop_source,
     strip_chain,
 )
-from pitfall_guard.static.names import dotted_name, last_part
+from pitfall_guard.static.names import dotted_name, entry_name, last_part
 from pitfall_guard.static.torch_api import MODE_DEPENDENT_LAYERS, MODE_DEPENDENT_WITH
 
 _EVAL_FUNCTION = re.compile(
@@ -61,7 +62,7 @@ def _model_call(facts: Facts, site: CallSite) -> str | None:
     func = site.node.func
     if isinstance(func, cst.Attribute) and func.attr.value == "forward":
         func = func.value  # `model.forward(x)` runs the model too (PG604 says the rest)
-    name = dotted_name(func)
+    name = entry_name(func)
     if name == "self" and _in_module_method(facts, site.function):
         return name  # `self(x)` in a Keras-style `evaluate()` of the module itself
     if name is None or name in facts.classes or facts.kind_of(func) is not Kind.MODEL:
@@ -232,29 +233,70 @@ def _made_up(facts: Facts, value: cst.BaseExpression) -> bool:
     return isinstance(value, cst.Call) and facts.qualified_name(value.func) in _MADE_UP_TENSORS
 
 
-def switches_to_eval(facts: Facts, region: EvalRegion) -> bool:
+@dataclass(frozen=True)
+class EvalSwitch:
+    """Whether an evaluation region is preceded by `model.eval()`: `found`, or, when every
+    eval() the file calls for it sits in an arm of an `if` that the evaluation is outside
+    of, that `if` (`if verbose: model.eval()`)."""
+
+    found: bool
+    only_if: cst.If | None = None
+
+
+def eval_switch(facts: Facts, region: EvalRegion) -> EvalSwitch:
+    """Where `model.eval()` is called for `region`: in its function or loop's scope, in a
+    caller of its function, at the top level of the script, or in a helper those call."""
     if region.loop is not None:
-        scopes = [region.loop.function] if region.loop.function else []
+        anchors = [(region.loop.function, region.forward)] if region.loop.function else []
     else:
-        scopes = [region.function] if region.function else []
+        anchors = [(region.function, region.forward)] if region.function else []
         if region.function is not None and region.function.node is not None:
-            scopes += [site.function for site in facts.callers_of(region.function.name)]
+            anchors += [(site.function, site) for site in facts.callers_of(region.function.name)]
+    scopes = {scope for scope, _ in anchors}
     # A script that switches to eval() at its top level before evaluating counts too.
-    scopes.append(facts.module_scope)
-    if any(
-        event.kind is EventKind.EVAL_MODE
-        for scope in scopes
-        if scope is not None
-        for event in facts.expand(scope.events)
-    ):
-        return True
+    if facts.module_scope not in scopes:
+        anchors.append((facts.module_scope, None))
+    conditional: list[tuple[Arm, ...]] = []
+    for scope, anchor in anchors:
+        for site in _eval_calls(facts, scope):
+            if anchor is None or not set(site.loops) <= set(anchor.loops):
+                # At the top level, or in a loop the evaluation comes after (a periodic
+                # validation leaves the model in eval mode).
+                return EvalSwitch(True)
+            extra = tuple(arm for arm in site.arms if arm not in anchor.arms)
+            if not extra:
+                return EvalSwitch(True)
+            conditional.append(extra)
     # `from utils import set_eval_mode`: a helper of another file that calls .eval().
-    return facts.project is not None and any(
+    if facts.project is not None and any(
         (summary := facts.project.function(*origin)) is not None and "eval" in summary.methods
         for site in facts.calls
         if site.function in scopes
         and (origin := facts.imports.import_origin(site.node.func)) is not None
-    )
+    ):
+        return EvalSwitch(True)
+    if not conditional:
+        return EvalSwitch(False)
+    # `if a: model.eval() else: model.eval()` switches on both paths.
+    outer = {arms[0] for arms in conditional}
+    if any((branch, 1 - index) in outer for branch, index in outer):
+        return EvalSwitch(True)
+    return EvalSwitch(False, conditional[0][0][0])
+
+
+def _eval_calls(facts: Facts, scope: Function, depth: int = 3) -> Iterator[CallSite]:
+    """The calls in `scope` that switch to eval mode: `.eval()`/`.train(False)`, or a call
+    to a function of the file that does (a few calls deep)."""
+    for event in scope.events:
+        site = facts.site_of(event.node)
+        if site is None:
+            continue
+        if event.kind is EventKind.EVAL_MODE:
+            yield site
+        elif event.kind is EventKind.CALL and depth > 0:
+            function = facts.functions.get(event.target or "")
+            if function is not None and next(_eval_calls(facts, function, depth - 1), None):
+                yield site
 
 
 def has_mode_dependent_layers(facts: Facts, model: str, function: Function | None) -> bool:

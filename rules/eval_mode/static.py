@@ -8,7 +8,7 @@ from pitfall_guard.findings import Severity
 from pitfall_guard.static.facts import EventKind, Facts, Function, GradEvent, Kind
 from pitfall_guard.static.rule import StaticRule
 
-from .regions import evaluation_regions, has_mode_dependent_layers, switches_to_eval
+from .regions import eval_switch, evaluation_regions, has_mode_dependent_layers
 
 
 class EvalWithoutEvalMode(StaticRule):
@@ -107,6 +107,45 @@ with torch.no_grad():
     for x, y in test_loader:
         model(x)
 """,
+        # a model of a dict switched by its key; eval() in the same `if` as the evaluation
+        """
+import torch
+from torch import nn
+nets = {"G": nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)), "D": nn.Linear(8, 1)}
+for epoch in range(10):
+    if epoch % 5 == 0:
+        nets["G"].eval()
+        with torch.no_grad():
+            for x, _ in val_loader:
+                nets["G"](x)
+""",
+        # periodic validation in the epoch loop leaves the model in eval mode afterwards
+        """
+import torch
+from torch import nn
+net = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))
+for epoch in range(10):
+    net.train()
+    if (epoch + 1) % 2 == 0:
+        net.eval()
+with torch.no_grad():
+    for x, _ in test_loader:
+        net(x)
+""",
+        # eval() on both paths of an if
+        """
+import torch
+from torch import nn
+net = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+if verbose:
+    print("evaluating")
+    net.eval()
+else:
+    net.eval()
+with torch.no_grad():
+    for x, _ in test_loader:
+        net(x)
+""",
         # eval() at the top level of the script, before the evaluation function runs
         """
 import torch
@@ -120,6 +159,43 @@ test(test_loader)
 """,
     )
     INVALID = (
+        # a model of a dict of models
+        """
+import torch
+from torch import nn
+nets = {"G": nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)), "D": nn.Linear(8, 1)}
+with torch.no_grad():
+    for x, _ in val_loader:
+        nets["G"](x)  # expect: PG301
+""",
+        # eval() only in one branch
+        """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))
+for epoch in range(10):
+    model.train()
+    train_one_epoch(model)
+    if verbose:
+        model.eval()
+    with torch.no_grad():
+        for x, _ in test_loader:
+            model(x)  # expect: PG301
+""",
+        # a @no_grad evaluation function; the legacy torchtext iterators
+        """
+import torch
+from torch import nn
+from torchtext import data
+model = nn.Sequential(nn.Embedding(100, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+train_iter, val_iter = data.BucketIterator.splits((train, val), batch_sizes=(32, 32))
+@torch.no_grad()
+def evaluate(model, iterator):
+    return [model(batch.text) for batch in iterator]  # expect: PG301
+for batch in val_iter:
+    with torch.inference_mode():
+        model(batch.text)  # expect: PG301
+""",
         # a Keras-style evaluate() on the module itself
         """
 import torch
@@ -197,7 +273,10 @@ with torch.no_grad():
 
     def leave_Module(self, original_node: cst.Module) -> None:
         for region in evaluation_regions(self.facts):
-            if region.after_training or switches_to_eval(self.facts, region):
+            if region.after_training:
+                continue
+            switch = eval_switch(self.facts, region)
+            if switch.found:
                 continue
             # eval() changes nothing without Dropout/BatchNorm; an unseen model may have none.
             # Of the models the region runs (an encoder, a decoder), the first that has them.
@@ -207,13 +286,24 @@ with torch.no_grad():
                 if has_mode_dependent_layers(self.facts, model, site.function)
             )
             model, site = next(shown, ("", None))
-            if site is not None:
+            if site is None:
+                continue
+            if switch.only_if is not None:
+                condition = cst.Module([]).code_for_node(switch.only_if.test)
                 self.report(
                     site.node,
-                    f"{region.description} runs '{model}' without {model}.eval(): Dropout and "
-                    "BatchNorm still behave as in training, so the results are off",
-                    hint=f"call {model}.eval() before evaluating",
+                    f"{region.description} runs '{model}' in training mode unless "
+                    f"`{condition}`: eval() is only called under that `if`, so otherwise "
+                    "Dropout and BatchNorm still behave as in training and the results are off",
+                    hint=f"call {model}.eval() before evaluating, outside the `if`",
                 )
+                continue
+            self.report(
+                site.node,
+                f"{region.description} runs '{model}' without {model}.eval(): Dropout and "
+                "BatchNorm still behave as in training, so the results are off",
+                hint=f"call {model}.eval() before evaluating",
+            )
 
 
 class EvalWithGrad(StaticRule):
