@@ -21,6 +21,7 @@ def __getattr__(name: str) -> Any:
         return Guard
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 # Installed, `rules/` and `reference_impl/` are subpackages (pyproject's package-dir maps
 # them). Imported straight from a source checkout (`python -m ...` in the repository root
 # puts the checkout first on sys.path), they sit beside this package: look there too.

@@ -40,7 +40,8 @@ def build_parser(output_formats: Sequence[str]) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser(
-        "check", help="lint files without running them",
+        "check",
+        help="lint files without running them",
         description="Read training scripts (never running them) and report their pitfalls.",
     )
     check.add_argument("paths", nargs="*", default=["."], help="files, directories or globs")
@@ -51,16 +52,21 @@ def build_parser(output_formats: Sequence[str]) -> argparse.ArgumentParser:
     check.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings")
     check.add_argument("--statistics", action="store_true", help="count findings per code")
     check.add_argument(
-        "--preview", action="store_true",
+        "--preview",
+        action="store_true",
         help="also run the preview rules that the selection matches (see `rules`)",
     )
     check.add_argument(
-        "--torch-version", metavar="X.Y",
+        "--torch-version",
+        metavar="X.Y",
         help="the lowest torch the code must be right for (default: the project's pins, "
         "else the installed torch)",
     )
     check.add_argument(
-        "--jobs", type=int, default=None, metavar="N",
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
         help="processes to check files with (default: one per core)",
     )
     _add_common(check)
@@ -88,7 +94,8 @@ def _add_run_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], output_formats: Sequence[str]
 ) -> None:
     run = commands.add_parser(
-        "run", help="run a training script under the runtime guard",
+        "run",
+        help="run a training script under the runtime guard",
         usage="pitfall-guard run [options] SCRIPT [-- SCRIPT_ARGS ...]",
         description="Run a training script as __main__ under PyTorch's hooks and report the "
         "pitfalls it really hits. Arguments after -- are the script's own.",
@@ -96,11 +103,16 @@ def _add_run_parser(
     run.add_argument("script", help="the script to run (with -m, a module name)")
     run.add_argument("-m", dest="as_module", action="store_true", help="run SCRIPT like python -m")
     run.add_argument(
-        "--max-steps", type=_positive_int, metavar="N",
+        "--max-steps",
+        type=_positive_int,
+        metavar="N",
         help="stop the script cleanly after N optimizer steps, and report",
     )
     run.add_argument(
-        "--check-every", type=_positive_int, default=10, metavar="K",
+        "--check-every",
+        type=_positive_int,
+        default=10,
+        metavar="K",
         help="read the values kept on the device (losses, update sizes) every K steps",
     )
     run.add_argument("--select", type=_codes, help="codes or prefixes to check (replaces)")
@@ -122,7 +134,10 @@ def _split_script_args(argv: list[str]) -> tuple[list[str], list[str]]:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="read settings from this pyproject.toml")
     parser.add_argument(
-        "--disable-plugin", action="append", default=[], metavar="NAME",
+        "--disable-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="do not load this plugin (see `pitfall-guard rules`); may repeat",
     )
 
@@ -247,8 +262,11 @@ def _find_code(query: str, plugins: Plugins) -> CodeInfo:
 
 def _explain(query: str, plugins: Plugins, out: TextIO) -> int:
     info = _find_code(query, plugins)
-    sides = [side for side, present in (("statically", info.static), ("at runtime", info.runtime))
-             if present is not None] or ["by the engine itself"]
+    sides = [
+        side
+        for side, present in (("statically", info.static), ("at runtime", info.runtime))
+        if present is not None
+    ] or ["by the engine itself"]
     out.write(f"# {info.name} ({info.code})\n\n{info.summary}\n\n")
     out.write(f"Checked {' and '.join(sides)}.\n\n")
     if info.static is not None:

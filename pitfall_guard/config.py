@@ -169,7 +169,7 @@ def _parse_table(table: Any, source: Path) -> Config:
         raise ConfigError(f"{source}: preview must be true or false, got {preview!r}")
     torch_version = table.get("torch-version")
     if torch_version is not None and not isinstance(torch_version, str):
-        raise ConfigError(f"{source}: torch-version must be a string such as \"2.6\"")
+        raise ConfigError(f'{source}: torch-version must be a string such as "2.6"')
     return Config(
         root=source.parent.resolve(),
         preview=preview,

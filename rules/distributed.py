@@ -114,7 +114,6 @@ for epoch in range(10):
                 "epoch sees the data in the same order",
             )
 
-
     def _name_of(self, call: cst.Call) -> str | None:
         """The name a call is assigned to, also as `x = Sampler(...) if ddp else None`."""
         for value, name in self.facts.assigned_to.items():

@@ -247,7 +247,9 @@ class FactsCollector:
                 # `model, loader = accelerator.prepare(model, loader)`: each name is reassigned.
                 # `train_iter, val_iter = BucketIterator.splits(...)`: each is a loader.
                 made = node.value
-                loaders = isinstance(made, cst.Call) and self.facts.kind_of_call(made) is Kind.LOADER
+                loaders = (
+                    isinstance(made, cst.Call) and self.facts.kind_of_call(made) is Kind.LOADER
+                )
                 for name in bound_names(target.target):
                     self.facts.assignments.setdefault(name, []).append(node.value)
                     function.assignments.setdefault(name, []).append(node.value)

@@ -484,9 +484,11 @@ def _literal_entries(
 ) -> Iterator[tuple[cst.BaseExpression, cst.BaseExpression]]:
     """The (key, value) pairs of a dict/list/tuple literal, also inside `nn.ModuleDict(...)`
     or `nn.ModuleList(...)`."""
-    if isinstance(value, cst.Call) and len(value.args) == 1 and last_part(
-        facts.qualified_name(value.func) or ""
-    ) in ("ModuleDict", "ModuleList"):
+    if (
+        isinstance(value, cst.Call)
+        and len(value.args) == 1
+        and last_part(facts.qualified_name(value.func) or "") in ("ModuleDict", "ModuleList")
+    ):
         value = value.args[0].value
     if isinstance(value, cst.Dict):
         for element in value.elements:

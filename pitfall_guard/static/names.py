@@ -38,7 +38,7 @@ def key_name(owner: str, key: cst.BaseExpression) -> str | None:
     """`owner["key"]` for a string key without dots, `owner[0]` for an integer; else None."""
     if isinstance(key, cst.SimpleString):
         value = key.evaluated_value
-        if isinstance(value, str) and not set(value) & set(".\"\\"):
+        if isinstance(value, str) and not set(value) & set('."\\'):
             return f'{owner}["{value}"]'
     elif isinstance(key, cst.Integer):
         return f"{owner}[{int(key.value, 0)}]"

@@ -398,9 +398,11 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         target comes straight from the loader."""
         func = site.node.func
         qualified = self.facts.qualified_name(func) or ""
-        is_loss = self.facts.kind_of(func) is Kind.LOSS or (
-            qualified.startswith("torch.nn.functional.") and "loss" in qualified
-        ) or qualified in ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss")
+        is_loss = (
+            self.facts.kind_of(func) is Kind.LOSS
+            or (qualified.startswith("torch.nn.functional.") and "loss" in qualified)
+            or qualified in ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss")
+        )
         if not is_loss or len(site.node.args) < 2:
             return
         output = strip_chain(site.node.args[0].value)[0]
@@ -543,8 +545,7 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
                 for site in self.facts.callers_of(function.name)
             ]
             return bool(passed) and all(
-                isinstance(value, cst.Name) and self._plain_loader(value.value)
-                for value in passed
+                isinstance(value, cst.Name) and self._plain_loader(value.value) for value in passed
             )
         return self._plain_loader(name)
 
@@ -823,7 +824,6 @@ for p in model.parameters():
                     "this line raises",
                     fix=_insert_before_numpy(self, site.node, ".detach()", "detach it first"),
                 )
-
 
     def _parameter_names(self) -> set[tuple[str, Loop]]:
         """Loop variables over `model.parameters()` (or the values of `named_parameters()`)."""

@@ -103,8 +103,10 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
         forwards = _first_forwards(facts, sites)
         # A class's own `predict(input)` is its API (the caller picks the grad mode); an
         # evaluation method (`evaluate(loader)`, `validate(self)`, generation) loops.
-        if forwards and function.class_name is not None and not _iterates_data(
-            facts, function, [s for s in sites if _model_call(facts, s)]
+        if (
+            forwards
+            and function.class_name is not None
+            and not _iterates_data(facts, function, [s for s in sites if _model_call(facts, s)])
         ):
             continue
         if forwards and not _is_shape_probe(facts, forwards[0][1]):
@@ -120,9 +122,7 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
         if forwards:
             eval_loops.add(loop)
             model, site = forwards[0]
-            yield EvalRegion(
-                f"the loop over '{name}'", site, model, loop.function, loop, forwards
-            )
+            yield EvalRegion(f"the loop over '{name}'", site, model, loop.function, loop, forwards)
     yield from _predictions_after_training(facts, eval_functions, eval_loops)
 
 
@@ -183,9 +183,7 @@ def _evaluation_loader(facts: Facts, iterable: cst.BaseExpression | None) -> str
     return name if facts.kind_of(iterable) is Kind.LOADER else None
 
 
-def _first_forwards(
-    facts: Facts, sites: Sequence[CallSite]
-) -> tuple[tuple[str, CallSite], ...]:
+def _first_forwards(facts: Facts, sites: Sequence[CallSite]) -> tuple[tuple[str, CallSite], ...]:
     first: dict[str, CallSite] = {}
     for site in sites:
         model = _model_call(facts, site)
@@ -341,8 +339,7 @@ def _shows_mode_layers(facts: Facts, model: str, function: Function | None, dept
     # `decoder = Decoder(...)` in the other): one with Dropout/BatchNorm is enough.
     calls = [strip_chain(value)[0] for value in _bound_values(facts, model, function)]
     return any(
-        isinstance(call, cst.Call) and _constructor_shows_mode_layers(facts, call)
-        for call in calls
+        isinstance(call, cst.Call) and _constructor_shows_mode_layers(facts, call) for call in calls
     )
 
 
@@ -391,8 +388,10 @@ def _constructor_shows_mode_layers(
         return _mentions_mode_layers(facts, constructor)
     # `from models import Net`: a module class of another file of the project.
     origin = facts.imports.import_origin(constructor.func)
-    return origin is not None and facts.project is not None and facts.project.shows_mode_layers(
-        *origin
+    return (
+        origin is not None
+        and facts.project is not None
+        and facts.project.shows_mode_layers(*origin)
     )
 
 
