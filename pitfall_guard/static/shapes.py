@@ -204,7 +204,13 @@ class ShapeTracer:
             raise Unknown
         layer = LayerCall.read(self.facts, node)
         if layer is None:
-            raise Unknown
+            built = builder_result(self.facts, node)
+            if built is None:
+                raise Unknown
+            try:
+                return self.layer(built, shape, label)
+            except Mismatch as mismatch:  # said at the builder's call, which has a place
+                raise Mismatch(node, str(mismatch), mismatch.hint) from None
         label = label or layer.kind
         kind = layer.kind
         if shape == UNKNOWN_INPUT and kind not in ("Sequential", "Linear", *SHAPE_PRESERVING):
@@ -457,3 +463,83 @@ def _methods(class_node: cst.ClassDef, name: str) -> Sequence[cst.FunctionDef]:
 def forward_of(class_node: cst.ClassDef) -> cst.FunctionDef | None:
     methods = _methods(class_node, "forward")
     return methods[0] if methods else None
+
+
+def builder_result(facts: Facts, call: cst.Call) -> cst.BaseExpression | None:
+    """What `block(16, 32)` builds, when the file defines `def block(cin, cout): return
+    nn.Sequential(...)`: the returned expression with the arguments put in place of the
+    parameters (defaults filled in). None for anything less plain."""
+    name = dotted_name(call.func)
+    function = facts.functions.get(name or "")
+    if function is None or function.node is None or function.class_name is not None:
+        return None
+    body = [
+        statement
+        for statement in function.node.body.body
+        if not (
+            isinstance(statement, cst.SimpleStatementLine)
+            and isinstance(statement.body[0], cst.Expr)
+            and isinstance(statement.body[0].value, cst.SimpleString)
+        )
+    ]  # the docstring aside, one `return <expression>`
+    if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine):
+        return None
+    returned = body[0].body[0]
+    if not isinstance(returned, cst.Return) or returned.value is None:
+        return None
+    bound = _bind_arguments(function.node.params, call)
+    return (
+        None
+        if bound is None
+        else cst.ensure_type(returned.value.visit(_Substitute(bound)), cst.BaseExpression)
+    )
+
+
+def _bind_arguments(params: cst.Parameters, call: cst.Call) -> dict[str, cst.BaseExpression] | None:
+    if params.star_arg is not cst.MaybeSentinel.DEFAULT or params.star_kwarg is not None:
+        return None
+    names = [param.name.value for param in (*params.posonly_params, *params.params)]
+    bound = {
+        param.name.value: param.default
+        for param in (*params.posonly_params, *params.params, *params.kwonly_params)
+        if param.default is not None
+    }
+    positional = 0
+    for arg in call.args:
+        if arg.star:
+            return None
+        if arg.keyword is not None:
+            bound[arg.keyword.value] = arg.value
+        elif positional < len(names):
+            bound[names[positional]] = arg.value
+            positional += 1
+        else:
+            return None
+    return bound
+
+
+class _Substitute(cst.CSTTransformer):
+    """Puts expressions in place of the names they are bound to (not keywords or attrs)."""
+
+    def __init__(self, bound: dict[str, cst.BaseExpression]) -> None:
+        super().__init__()
+        self.bound = bound
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        return False  # `nn.Conv2d`: only the object of an attribute is a name (below)
+
+    def leave_Attribute(
+        self, original_node: cst.Attribute, updated_node: cst.Attribute
+    ) -> cst.BaseExpression:
+        return updated_node.with_changes(value=original_node.value.visit(self))
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        return False  # `padding=padding`: the keyword stays (the value is done below)
+
+    def leave_Arg(self, original_node: cst.Arg, updated_node: cst.Arg) -> cst.Arg:
+        return updated_node.with_changes(
+            value=cst.ensure_type(original_node.value.visit(self), cst.BaseExpression)
+        )
+
+    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
+        return self.bound.get(original_node.value, updated_node)

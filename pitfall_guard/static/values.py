@@ -1,6 +1,7 @@
 """What a number in the code is worth without running it: literals, arithmetic on them,
 constants of the file, argparse defaults (`lr=args.lr` with `add_argument("--lr",
-default=10)`) and literal config dicts (`CONFIG = {"lr": 10.0}`; `CONFIG["lr"]`)."""
+default=10)`), literal config dicts (`CONFIG = {"lr": 10.0}`; `CONFIG["lr"]`) and the
+defaults of a config class or namespace (`cfg = Config()` with `lr: float = 10.0`)."""
 
 from __future__ import annotations
 
@@ -41,10 +42,58 @@ def number_of(node: cst.BaseExpression, facts: Facts, depth: int = 3) -> Number 
             return None if found is None else Number(found.value, found.origin or node.value)
         return None
     if isinstance(node, cst.Attribute):
-        return _argparse_default(node, facts, depth)
+        return _argparse_default(node, facts, depth) or _class_default(node, facts, depth)
     if isinstance(node, cst.Subscript):
         return _config_entry(node, facts, depth)
     return None
+
+
+def holds_when(test: cst.BaseExpression, facts: Facts, name: str, value: float) -> bool | None:
+    """Whether `test` (`(epoch + 1) % val_interval == 0`) is true when `name` is `value`
+    and the rest has its default values; None when that cannot be read."""
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return None
+    target = test.comparisons[0]
+    left = _value_with(test.left, facts, name, value)
+    right = _value_with(target.comparator, facts, name, value)
+    if left is None or right is None:
+        return None
+    if isinstance(target.operator, cst.Equal):
+        return left == right
+    if isinstance(target.operator, cst.NotEqual):
+        return left != right
+    return None
+
+
+def _value_with(node: cst.BaseExpression, facts: Facts, name: str, value: float) -> float | None:
+    if isinstance(node, cst.Name) and node.value == name:
+        return value
+    if isinstance(node, cst.BinaryOperation):
+        left = _value_with(node.left, facts, name, value)
+        right = _value_with(node.right, facts, name, value)
+        if left is None or right is None:
+            return None
+        if isinstance(node.operator, cst.Add):
+            return left + right
+        if isinstance(node.operator, cst.Subtract):
+            return left - right
+        if isinstance(node.operator, cst.Modulo) and right:
+            return left % right
+        return None
+    found = number_of(node, facts)
+    return None if found is None else found.value
+
+
+def last_of_range(iterable: cst.BaseExpression | None, facts: Facts) -> float | None:
+    """The last value of `range(n)` / `range(start, n)` with known bounds."""
+    if not (
+        isinstance(iterable, cst.Call)
+        and dotted_name(iterable.func) == "range"
+        and 1 <= len(iterable.args) <= 2
+    ):
+        return None
+    stop = number_of(iterable.args[-1].value, facts)
+    return None if stop is None else stop.value - 1
 
 
 def _arithmetic(node: cst.BinaryOperation, facts: Facts, depth: int) -> Number | None:
@@ -86,6 +135,52 @@ def _argparse_default(node: cst.Attribute, facts: Facts, depth: int) -> Number |
     found = number_of(defaults[0], facts, depth - 1)
     flag = "--" + node.attr.value.replace("_", "-")
     return None if found is None else Number(found.value, f"the default of {flag}")
+
+
+_NAMESPACES = ("types.SimpleNamespace", "argparse.Namespace")
+
+
+def _class_default(node: cst.Attribute, facts: Facts, depth: int) -> Number | None:
+    """`cfg.lr` where `cfg = Config()` and the file's `Config` (a dataclass, a plain class)
+    sets `lr: float = 10.0` in its body; `Config.lr`; `cfg = SimpleNamespace(lr=10.0)`. A
+    value passed to the constructor (`Config(lr=1e-3)`) wins."""
+    owner, attribute = dotted_name(node.value), node.attr.value
+    if owner is None or "." in owner or f"{owner}.{attribute}" in facts.assignments:
+        return None
+    class_name = owner if owner in facts.classes else None
+    if class_name is None:
+        made_by = facts.assignments.get(owner, [])
+        if len(made_by) != 1 or not isinstance(made_by[0], cst.Call):
+            return None
+        class_name = facts.qualified_name(made_by[0].func)
+        if class_name not in facts.classes and class_name not in _NAMESPACES:
+            return None
+        passed = _keyword(made_by[0], attribute)
+        if passed is not None:
+            found = number_of(passed, facts, depth - 1)
+            return None if found is None else Number(found.value, f"{owner}.{attribute}")
+        if class_name not in facts.classes:
+            return None
+    for statement in facts.classes[class_name].node.body.body:
+        for small in statement.body if isinstance(statement, cst.SimpleStatementLine) else ():
+            target, value = _class_assignment(small)
+            if target == attribute and value is not None:
+                found = number_of(value, facts, depth - 1)
+                origin = f"the default of {class_name}.{attribute}"
+                return None if found is None else Number(found.value, origin)
+    return None
+
+
+def _class_assignment(
+    node: cst.BaseSmallStatement,
+) -> tuple[str | None, cst.BaseExpression | None]:
+    """`lr: float = 1e-3` or `lr = 1e-3` in a class body: ("lr", the value)."""
+    if isinstance(node, cst.AnnAssign) and isinstance(node.target, cst.Name):
+        return node.target.value, node.value
+    if isinstance(node, cst.Assign) and len(node.targets) == 1:
+        target = node.targets[0].target
+        return (target.value, node.value) if isinstance(target, cst.Name) else (None, None)
+    return None, None
 
 
 def _config_entry(node: cst.Subscript, facts: Facts, depth: int) -> Number | None:

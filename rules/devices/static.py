@@ -558,6 +558,8 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
             # A loader made elsewhere (a helper, accelerator.prepare) may well yield batches
             # already on the device.
             return False
+        if not (self.facts.qualified_name(constructor.func) or "").startswith("torch."):
+            return False  # torchtext's iterators are handed the device and batch onto it
         for arg in constructor.args:
             if arg.keyword is not None and arg.keyword.value == "collate_fn":
                 return False

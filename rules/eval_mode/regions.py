@@ -25,6 +25,7 @@ from pitfall_guard.static.facts import (
 )
 from pitfall_guard.static.names import dotted_name, entry_name, last_part
 from pitfall_guard.static.torch_api import MODE_DEPENDENT_LAYERS, MODE_DEPENDENT_WITH
+from pitfall_guard.static.values import holds_when, last_of_range
 
 _EVAL_FUNCTION = re.compile(
     r"^_?(evaluate|evaluation|eval|validate|validation|val|valid|test|testing|predict|"
@@ -257,12 +258,13 @@ def eval_switch(facts: Facts, region: EvalRegion) -> EvalSwitch:
     conditional: list[tuple[Arm, ...]] = []
     for scope, anchor in anchors:
         for site in _eval_calls(facts, scope):
-            if anchor is None or not set(site.loops) <= set(anchor.loops):
-                # At the top level, or in a loop the evaluation comes after (a periodic
-                # validation leaves the model in eval mode).
-                return EvalSwitch(True)
+            if anchor is None:
+                return EvalSwitch(True)  # at the top level of the script
             extra = tuple(arm for arm in site.arms if arm not in anchor.arms)
-            if not extra:
+            earlier = [loop for loop in site.loops if loop not in anchor.loops]
+            if not extra or (earlier and not _skips_last_pass(facts, earlier[0], extra)):
+                # A periodic validation in an earlier loop leaves the model in eval mode,
+                # unless its condition is false on the loop's last pass.
                 return EvalSwitch(True)
             conditional.append(extra)
     # `from utils import set_eval_mode`: a helper of another file that calls .eval().
@@ -280,6 +282,18 @@ def eval_switch(facts: Facts, region: EvalRegion) -> EvalSwitch:
     if any((branch, 1 - index) in outer for branch, index in outer):
         return EvalSwitch(True)
     return EvalSwitch(False, conditional[0][0][0])
+
+
+def _skips_last_pass(facts: Facts, loop: Loop, arms: tuple[Arm, ...]) -> bool:
+    """`for epoch in range(max_epoch): ... if (epoch + 1) % val_interval == 0: model.eval()`
+    where, with the defaults, the last epoch does not validate."""
+    if len(arms) != 1 or arms[0][1] != 0 or not isinstance(loop.node, cst.For):
+        return False
+    variable = loop.node.target
+    last = last_of_range(loop.node.iter, facts)
+    if not isinstance(variable, cst.Name) or last is None:
+        return False
+    return holds_when(arms[0][0].test, facts, variable.value, last) is False
 
 
 def _eval_calls(facts: Facts, scope: Function, depth: int = 3) -> Iterator[CallSite]:

@@ -119,12 +119,14 @@ for epoch in range(10):
             for x, _ in val_loader:
                 nets["G"](x)
 """,
-        # periodic validation in the epoch loop leaves the model in eval mode afterwards
+        # periodic validation in the epoch loop, run on the last epoch too, leaves the model
+        # in eval mode afterwards
         """
 import torch
 from torch import nn
 net = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))
-for epoch in range(10):
+MAX_EPOCH = 10
+for epoch in range(MAX_EPOCH):
     net.train()
     if (epoch + 1) % 2 == 0:
         net.eval()
@@ -181,6 +183,22 @@ for epoch in range(10):
     with torch.no_grad():
         for x, _ in test_loader:
             model(x)  # expect: PG301
+""",
+        # the last epoch skips the periodic validation: the model is back in training mode
+        """
+import torch
+from torch import nn
+net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+max_epoch, val_interval = 10, 3
+for epoch in range(max_epoch):
+    net.train()
+    train_one_epoch(net)
+    if (epoch + 1) % val_interval == 0:
+        net.eval()
+        validate(net)
+with torch.no_grad():
+    for images, _ in valid_loader:
+        net(images)  # expect: PG301
 """,
         # a @no_grad evaluation function; the legacy torchtext iterators
         """
@@ -292,10 +310,10 @@ with torch.no_grad():
                 condition = cst.Module([]).code_for_node(switch.only_if.test)
                 self.report(
                     site.node,
-                    f"{region.description} runs '{model}' in training mode unless "
-                    f"`{condition}`: eval() is only called under that `if`, so otherwise "
-                    "Dropout and BatchNorm still behave as in training and the results are off",
-                    hint=f"call {model}.eval() before evaluating, outside the `if`",
+                    f"{region.description} can run '{model}' in training mode: eval() is only "
+                    f"called under `if {condition}:`, and when that is false Dropout and "
+                    "BatchNorm still behave as in training, so the results are off",
+                    hint=f"call {model}.eval() right before evaluating, outside the `if`",
                 )
                 continue
             self.report(

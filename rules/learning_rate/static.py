@@ -103,6 +103,19 @@ optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
 CONFIG = {"lr": 3e-4}
 other = torch.optim.AdamW(model.parameters(), lr=CONFIG["lr"])
 """,
+        # a config class whose default the script replaces, or passes at construction
+        """
+from dataclasses import dataclass
+import torch
+@dataclass
+class TrainConfig:
+    lr: float = 10.0
+cfg = TrainConfig(lr=3e-4)
+adam = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+other = TrainConfig()
+other.lr = 1e-3
+sgd = torch.optim.SGD(model.parameters(), lr=other.lr)
+""",
         # an optimizer over the input image, not over weights
         """
 import torch
@@ -144,6 +157,21 @@ args = parser.parse_args()
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)  # expect: PG501
 CONFIG = {"optim": {"lr": 1e-9}, "batch_size": 64}
 slow = torch.optim.SGD(model.parameters(), lr=CONFIG["optim"]["lr"])  # expect: PG501
+""",
+        # a config class's default; a namespace; a known factor
+        """
+import types
+from dataclasses import dataclass
+import torch
+@dataclass
+class TrainConfig:
+    lr: float = 10.0
+    world_size: int = 8
+cfg = TrainConfig()
+adam = torch.optim.Adam(model.parameters(), lr=cfg.lr)  # expect: PG501
+opts = types.SimpleNamespace(lr=5e-10)
+slow = torch.optim.SGD(model.parameters(), lr=opts.lr)  # expect: PG501
+scaled = torch.optim.SGD(model.parameters(), lr=2.0 * cfg.world_size)  # expect: PG501
 """,
     )
 

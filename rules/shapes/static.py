@@ -18,6 +18,7 @@ from pitfall_guard.static.shapes import (
     Shape,
     ShapeTracer,
     Unknown,
+    builder_result,
     forward_of,
     literal_int,
     module_layers,
@@ -108,6 +109,26 @@ class LayerShapeMismatch(StaticRule):
     hint = "set the layer's input size to the computed one (or use nn.LazyLinear)"
 
     VALID = (
+        # blocks built by a helper of the file, sizes right
+        """
+import torch
+from torch import nn
+from torchvision import datasets
+train_set = datasets.MNIST("data", train=True)
+def block(cin, cout, pool=2):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(pool))
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b1 = block(1, 16)
+        self.b2 = block(16, 32)
+        self.fc = nn.Linear(32 * 7 * 7, 10)
+    def forward(self, x):
+        x = self.b2(self.b1(x))
+        return self.fc(torch.flatten(x, 1))
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+""",
         # the loop flattens each batch before the model
         """
 import torch
@@ -158,6 +179,26 @@ text_model = nn.Sequential(nn.Linear(300, 10))
 """,
     )
     INVALID = (
+        # blocks built by a helper of the file: 28 -> 14 -> 7, not 8
+        """
+import torch
+from torch import nn
+from torchvision import datasets
+train_set = datasets.MNIST("data", train=True)
+def block(cin, cout, pool=2):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(pool))
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b1 = block(1, 16)
+        self.b2 = block(16, 32)
+        self.fc = nn.Linear(32 * 8 * 8, 10)  # expect: PG401
+    def forward(self, x):
+        x = self.b2(self.b1(x))
+        return self.fc(torch.flatten(x, 1))
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+""",
         # the right number of features, not flattened: the fix is nn.Flatten()
         """
 import torch
@@ -278,6 +319,24 @@ class SoftmaxBeforeCrossEntropy(StaticRule):
     hint = "return raw logits; CrossEntropyLoss applies log-softmax itself"
 
     VALID = (
+        # a head built by a helper that ends in a Linear layer
+        """
+import torch
+from torch import nn
+def make_head(n):
+    return nn.Sequential(nn.Linear(n, 10))
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(784, 256)
+        self.head = make_head(256)
+    def forward(self, x):
+        return self.head(self.body(x))
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+criterion = nn.CrossEntropyLoss()
+loss = criterion(model(x), y)
+""",
         # the probabilities are returned too, but the loss gets the logits
         """
 import torch
@@ -324,6 +383,24 @@ loss = F.nll_loss(F.log_softmax(logits, dim=1), y)
 """,
     )
     INVALID = (
+        # a head built by a helper of the file, ending in nn.Softmax
+        """
+import torch
+from torch import nn
+def make_head(n):
+    return nn.Sequential(nn.Linear(n, 10), nn.Softmax(dim=1))
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(784, 256)
+        self.head = make_head(256)  # expect: PG403
+    def forward(self, x):
+        return self.head(self.body(x))
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+criterion = nn.CrossEntropyLoss()
+loss = criterion(model(x), y)
+""",
         """
 import torch
 from torch import nn
@@ -564,10 +641,15 @@ def _softmax_layer(
         return None
     name = dotted_name(node.func) or ""
     layer = layers.get(name[5:]) if name.startswith("self.") else None
+    builder = None
+    if isinstance(layer, cst.Call) and not (facts.qualified_name(layer.func) or "").startswith(
+        "torch.nn."
+    ):
+        builder, layer = layer, builder_result(facts, layer)  # `self.head = make_head(256)`
     while isinstance(layer, cst.Call) and facts.qualified_name(layer.func) == "torch.nn.Sequential":
         layer = layer.args[-1].value if layer.args else None
     if isinstance(layer, cst.Call) and is_softmax(facts.qualified_name(layer.func)):
-        return layer
+        return builder or layer  # a built layer has no place in the file: its builder's call
     return None
 
 
