@@ -488,11 +488,10 @@ def builder_result(facts: Facts, call: cst.Call) -> cst.BaseExpression | None:
     if not isinstance(returned, cst.Return) or returned.value is None:
         return None
     bound = _bind_arguments(function.node.params, call)
-    return (
-        None
-        if bound is None
-        else cst.ensure_type(returned.value.visit(_Substitute(bound)), cst.BaseExpression)
-    )
+    if bound is None:
+        return None
+    built = returned.value.visit(_Substitute(bound))
+    return built if isinstance(built, cst.BaseExpression) else None
 
 
 def _bind_arguments(params: cst.Parameters, call: cst.Call) -> dict[str, cst.BaseExpression] | None:
@@ -537,8 +536,11 @@ class _Substitute(cst.CSTTransformer):
         return False  # `padding=padding`: the keyword stays (the value is done below)
 
     def leave_Arg(self, original_node: cst.Arg, updated_node: cst.Arg) -> cst.Arg:
-        return updated_node.with_changes(
-            value=cst.ensure_type(original_node.value.visit(self), cst.BaseExpression)
+        value = original_node.value.visit(self)
+        return (
+            updated_node.with_changes(value=value)
+            if value is not original_node.value
+            else (updated_node)
         )
 
     def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
