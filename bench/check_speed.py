@@ -61,8 +61,7 @@ def project_wide_overhead(target: Path) -> str:
     finally:
         engine.PROJECT_WIDE = True
     return (
-        f"off={best[False]:.2f}s on={best[True]:.2f}s "
-        f"overhead_ratio={best[True] / best[False]:.3f}"
+        f"off={best[False]:.2f}s on={best[True]:.2f}s overhead_ratio={best[True] / best[False]:.3f}"
     )
 
 

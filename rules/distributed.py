@@ -15,9 +15,10 @@ class SamplerEpochNotSet(StaticRule):
     """
     ## What it catches
     A shuffling `DistributedSampler` of training data in a file that never calls
-    `sampler.set_epoch(epoch)`. A sampler (or its loader) handed to a function of another
-    file, which may well call `set_epoch`, and validation or test samplers, whose order
-    changes no metric, are left alone.
+    `sampler.set_epoch(epoch)`, nor hands it (or its loader) to a function of another file
+    of the project that does. A sampler handed to a function that may call `set_epoch` (one
+    that cannot be read, or that passes it on to a library), and validation or test
+    samplers, whose order changes no metric, are left alone.
 
     ## Why it matters
     The sampler seeds its shuffle with the epoch number. Without `set_epoch`, every epoch
@@ -102,16 +103,16 @@ for epoch in range(10):
             # Not kept under a name (returned, passed on): whoever receives it sets the epoch.
             sampler = self._name_of(site.node)
             dataset = dotted_name(site.node.args[0].value) if site.node.args else None
-            if (
-                sampler is None
-                or _EVALUATION_DATA.search(f"{sampler} {dataset or ''}")
-                or self._handed_elsewhere(sampler)
-            ):
+            if sampler is None or _EVALUATION_DATA.search(f"{sampler} {dataset or ''}"):
                 continue
+            helpers = self._helpers_handed(sampler)
+            if helpers is None:
+                continue
+            read = f" (nor by {', '.join(helpers)}, which it is handed to)" if helpers else ""
             self.report(
                 site.node,
-                "this DistributedSampler shuffles, but set_epoch() is never called: every "
-                "epoch sees the data in the same order",
+                f"this DistributedSampler shuffles, but set_epoch() is never called{read}: "
+                "every epoch sees the data in the same order",
             )
 
     def _name_of(self, call: cst.Call) -> str | None:
@@ -123,8 +124,10 @@ for epoch in range(10):
                 return name
         return None
 
-    def _handed_elsewhere(self, sampler: str) -> bool:
-        """Whether the sampler, or a loader built on it, goes to a function of another file."""
+    def _helpers_handed(self, sampler: str) -> list[str] | None:
+        """The functions of other files the sampler, or a loader built on it, is handed to,
+        when each was read and never calls set_epoch; None when one may call it."""
+        helpers: list[str] = []
         carriers = {sampler}
         for site in self.facts.calls:
             if any(dotted_name(arg.value) == sampler for arg in site.node.args):
@@ -144,11 +147,19 @@ for epoch in range(10):
                 "torch."
             ):
                 continue
-            if any(dotted_name(arg.value) in carriers for arg in site.node.args):
-                return True
-        return False
+            if not any(dotted_name(arg.value) in carriers for arg in site.node.args):
+                continue
+            # A helper of the project that is read and never calls set_epoch does not count.
+            origin = imports.import_origin(site.node.func)
+            project = self.facts.project
+            if origin is None or project is None or project.may_call(*origin, _SET_EPOCH):
+                return None
+            if f"{callee}()" not in helpers:
+                helpers.append(f"{callee}()")
+        return helpers
 
 
+_SET_EPOCH = frozenset({"set_epoch"})
 _EVALUATION_DATA = re.compile(r"val|test|eval", re.IGNORECASE)
 
 

@@ -74,16 +74,12 @@ def test_select_ignore_and_exit_zero(project: Path) -> None:
     assert run("check", "--exit-zero")[0] == 0
 
 
-def test_unknown_code_is_a_usage_error(
-    project: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_unknown_code_is_a_usage_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("check", "--select", "PG999")[0] == 2
     assert "unknown rule code or prefix 'PG999'" in capsys.readouterr().err
 
 
-def test_missing_path_is_a_usage_error(
-    project: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_path_is_a_usage_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("check", "nowhere.py")[0] == 2
     assert "nowhere.py: no such file or directory" in capsys.readouterr().err
 

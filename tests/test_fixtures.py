@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pitfall_guard.plugins import load_plugins
-from pitfall_guard.static.engine import check_file
+from pitfall_guard.plugins import Plugins, load_plugins
+from pitfall_guard.static.engine import check_file, imported_helpers
 from tests.expectations import actual_findings, describe_mismatch, expected_findings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +27,23 @@ def test_findings_match_expect_markers(path: Path) -> None:
     expected = expected_findings(path.read_text())
     pending = Counter({key: n for key, n in expected.items() if key[1] not in plugins.codes})
     expected -= pending
-    findings = check_file(path, plugins.static_rules)
+    findings = check_file(path, plugins.static_rules, imported=_imported(path, plugins))
     actual = actual_findings(findings)
     assert actual == expected, describe_mismatch(expected, actual, findings)
     if pending:
         codes = ", ".join(sorted({code for _, code in pending}))
         pytest.xfail(f"markers for rules not written yet: {codes}")
+
+
+def _imported(path: Path, plugins: Plugins) -> bool:
+    """Whether another file of the fixture's project imports it (then it is checked even
+    without the word "torch", as `check DIR` does)."""
+    parts = path.relative_to(ROOT / "fixtures").parts
+    if "projects" not in parts:
+        return False
+    root = ROOT.joinpath("fixtures", *parts[: parts.index("projects") + 2])
+    files = {file: tuple(plugins.static_rules) for file in root.rglob("*.py")}
+    return path in imported_helpers(files)
 
 
 def test_clean_fixtures_have_no_markers() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from libcst.metadata import MetadataWrapper
 from pitfall_guard.findings import Finding, Location, Severity, Source
 from pitfall_guard.static.facts import Facts
 from pitfall_guard.static.noqa import apply_noqa, file_is_exempt
-from pitfall_guard.static.project import ProjectView
+from pitfall_guard.static.project import ProjectView, resolve_module
 from pitfall_guard.static.rule import FileContext, StaticRule
 from pitfall_guard.static.versions import UNKNOWN, TorchTarget, file_setting, target_for
 from pitfall_guard.static.walk import VisitorMethod, visits_tokens, walk
@@ -40,17 +41,19 @@ def check_source(
     rules: Sequence[type[StaticRule]],
     torch: TorchTarget = UNKNOWN,
     file: Path | None = None,
+    imported: bool = False,
 ) -> list[Finding]:
     """All findings of `rules` in one file's text, sorted, noqa applied.
 
     `torch` is the version the file is written for; a `# pitfall-guard: torch-version=X.Y`
     comment in the file wins over it. `file` is where the text lives on disk (default: `path`
-    when it names a file), for following its imports into the project.
+    when it names a file), for following its imports into the project. A file that mentions
+    none of the rules' trigger words ("torch") is skipped unheard, unless it is `imported` by
+    another checked file: a helper module of the project.
     """
     if not rules or file_is_exempt(source):
         return []
-    triggers = {word for rule in rules for word in rule.triggers}
-    if not any(word in source for word in triggers):
+    if not imported and not mentions_triggers(source, rules):
         return []
     try:
         module = cst.parse_module(source)
@@ -66,8 +69,15 @@ def check_source(
     return sorted(findings, key=Finding.sort_key)
 
 
+def mentions_triggers(source: str, rules: Sequence[type[StaticRule]]) -> bool:
+    return any(word in source for word in {word for rule in rules for word in rule.triggers})
+
+
 def check_file(
-    path: Path, rules: Sequence[type[StaticRule]], torch: TorchTarget | None = None
+    path: Path,
+    rules: Sequence[type[StaticRule]],
+    torch: TorchTarget | None = None,
+    imported: bool = False,
 ) -> list[Finding]:
     """One file's findings; without `torch`, the version comes from the file's project."""
     display = path.as_posix()
@@ -80,7 +90,7 @@ def check_file(
     if not rules:
         return []
     target = torch if torch is not None else target_for(path)
-    return check_source(source, display, rules, target, file=path)
+    return check_source(source, display, rules, target, file=path, imported=imported)
 
 
 def check_files(
@@ -97,7 +107,9 @@ def check_files(
     Parsing dominates the cost, so many files are spread over a process pool (`jobs`
     processes, default one per core); a few files are not worth starting one.
     """
-    work = [(path, tuple(rules_for(path)), torch) for path in paths]
+    rules = {path: tuple(rules_for(path)) for path in paths}
+    helpers = imported_helpers(rules) if PROJECT_WIDE else set()
+    work = [(path, rules[path], torch, path in helpers) for path in paths]
     jobs = jobs or os.cpu_count() or 1
     result = CheckResult(files_checked=len(work))
     if jobs > 1 and len(work) >= _FILES_PER_WORKER_MIN * 2:
@@ -113,10 +125,60 @@ _FILES_PER_WORKER_MIN = 8
 
 
 def _check_one(
-    item: tuple[Path, tuple[type[StaticRule], ...], TorchTarget | None],
+    item: tuple[Path, tuple[type[StaticRule], ...], TorchTarget | None, bool],
 ) -> list[Finding]:
-    path, rules, torch = item
-    return check_file(path, rules, torch)
+    path, rules, torch, imported = item
+    return check_file(path, rules, torch, imported)
+
+
+_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+\(?([\w, \t]+)|import[ \t]+([\w., \t]+))",
+    re.MULTILINE,
+)
+
+
+def imported_helpers(rules: dict[Path, tuple[type[StaticRule], ...]]) -> set[Path]:
+    """The checked files without a trigger word that another checked file imports (a
+    `utils.py` of the project that never says "torch"): they are checked all the same."""
+    texts: dict[Path, str] = {}
+    for path in rules:
+        try:
+            texts[path] = path.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            continue
+    silent = {
+        path.resolve(): path
+        for path, text in texts.items()
+        if rules[path] and not mentions_triggers(text, rules[path])
+    }
+    if not silent:
+        return set()
+    found: set[Path] = set()
+    for path, text in texts.items():
+        if path.resolve() in silent:
+            continue
+        for module, level in _imported_modules(text):
+            target = resolve_module(path.resolve(), module, level)
+            if target is not None and target.resolve() in silent:
+                found.add(silent[target.resolve()])
+    return found
+
+
+def _imported_modules(text: str) -> Iterator[tuple[str, int]]:
+    """The modules a file's import lines name, with their level of leading dots; for
+    `from pkg import a, b`, the submodules `pkg.a` and `pkg.b` too."""
+    for match in _IMPORT.finditer(text):
+        dots, module, names, plain = match.groups()
+        if plain is not None:
+            for name in plain.split(","):
+                yield name.strip().split(" ")[0], 0
+            continue
+        level = len(dots)
+        yield module, level
+        for name in names.replace("(", "").split(","):
+            name = name.strip().split(" ")[0]
+            if name:
+                yield f"{module}.{name}" if module else name, level
 
 
 def _run_rules(

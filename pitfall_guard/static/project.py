@@ -37,6 +37,8 @@ class FunctionSummary:
 
     name: str
     methods: frozenset[str]
+    # The callees it hands one of its parameters to (`step(model, optimizer)`), builtins aside.
+    passes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,44 @@ class ProjectView:
         summary = summarize(target) if target is not None else None
         return None if summary is None else summary.functions.get(name)
 
+    def may_call(self, origin: str, level: int, methods: frozenset[str], depth: int = 3) -> bool:
+        """Whether the function `origin` names may call one of `methods` (`set_epoch`) on what
+        it is handed: it does, or it cannot be read, or it hands its parameters on to a
+        function that may (followed through the project's files, else assumed)."""
+        module, _, name = origin.rpartition(".")
+        target = resolve_module(self.path, module, level)
+        summary = summarize(target) if target is not None else None
+        return summary is None or _may_call(summary, name, methods, depth)
+
     def shows_mode_layers(self, origin: str, level: int = 0) -> bool:
         """Whether the imported module class has Dropout/BatchNorm (in it or its bases)."""
         found = _find_class(self.path, origin, level, depth=3)
         return found is not None and found[1] and found[2]
+
+
+def _may_call(summary: ModuleSummary, name: str, methods: frozenset[str], depth: int) -> bool:
+    function = summary.functions.get(name)
+    if function is None:
+        origin = summary.imports.get(name)  # re-exported by a package's __init__.py
+        if origin is None or depth == 0:
+            return True
+        return ProjectView(summary.path).may_call(*origin, methods, depth - 1)
+    if function.methods & methods:
+        return True
+    for callee in function.passes:
+        if depth == 0:
+            return True
+        if callee in summary.functions:
+            if _may_call(summary, callee, methods, depth - 1):
+                return True
+            continue
+        head, _, rest = callee.partition(".")
+        origin = summary.imports.get(head)
+        if origin is None or rest:
+            return True  # a method of some object, or a library function: it may
+        if ProjectView(summary.path).may_call(*origin, methods, depth - 1):
+            return True
+    return False
 
 
 _Found = tuple[ClassSummary, bool, bool]  # the class, is an nn.Module, has mode layers
@@ -175,12 +211,7 @@ def _summarize(path: Path, mtime_ns: int, size: int) -> ModuleSummary | None:
             bases = tuple(name for name in map(_dotted, node.bases) if name)
             summary.classes[node.name] = ClassSummary(node.name, bases, _has_mode_layers(node))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            methods = frozenset(
-                child.func.attr
-                for child in ast.walk(node)
-                if isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute)
-            )
-            summary.functions[node.name] = FunctionSummary(node.name, methods)
+            summary.functions[node.name] = _summarize_function(node)
         elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 origin = f"{node.module}.{alias.name}" if node.module else alias.name
@@ -192,6 +223,34 @@ def _summarize(path: Path, mtime_ns: int, size: int) -> ModuleSummary | None:
                     0,
                 )
     return summary
+
+
+# Builtins and loop helpers that never touch what they are handed in a way that matters.
+_HARMLESS = frozenset(
+    {"len", "print", "enumerate", "range", "zip", "iter", "next", "isinstance", "str", "int",
+     "float", "list", "tuple", "dict", "min", "max", "sum", "sorted", "getattr", "hasattr",
+     "tqdm", "tqdm.tqdm", "type", "repr", "format", "round", "abs"}
+)  # fmt: skip
+
+
+def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
+    parameters = {arg.arg for arg in (*node.args.posonlyargs, *node.args.args)}
+    methods: set[str] = set()
+    passes: set[str] = set()
+    for child in ast.walk(node):
+        if not isinstance(child, ast.Call):
+            continue
+        if isinstance(child.func, ast.Attribute):
+            methods.add(child.func.attr)
+        callee = _dotted(child.func)
+        handed = [*child.args, *(keyword.value for keyword in child.keywords)]
+        if (
+            callee is not None
+            and callee not in _HARMLESS
+            and any(isinstance(arg, ast.Name) and arg.id in parameters for arg in handed)
+        ):
+            passes.add(callee)
+    return FunctionSummary(node.name, frozenset(methods), frozenset(passes))
 
 
 def _dotted(node: ast.expr) -> str | None:

@@ -266,8 +266,8 @@ for x, y in loader:
                 for name in handed
             ):
                 continue
-            summary = self.facts.project.function(*origin) if self.facts.project else None
-            if summary is None or summary.methods & _CLEARING_METHODS:
+            project = self.facts.project
+            if project is None or project.may_call(*origin, _CLEARING_METHODS):
                 return True
         return False
 

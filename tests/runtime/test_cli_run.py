@@ -102,7 +102,7 @@ def test_a_crash_is_reported_with_the_findings_and_the_shape_explanation(
     assert code == 1
     assert out.startswith("shapes.py:5:1: PG401 Sequential.2 (Linear(in_features=100, ")
     err = capsys.readouterr().err
-    assert 'File "' in err and "shapes.py\", line 5" in err
+    assert 'File "' in err and 'shapes.py", line 5' in err
     assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in err
     assert "pitfall-guard: PG401 Sequential.2" in err
     assert "pitfall_guard/runtime" not in err  # the guard's own frames are left out

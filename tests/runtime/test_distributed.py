@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def finding(code: str, line: int, count: int = 1) -> Finding:
-    return Finding(code, "name", "message", Location("train.py", line), source=Source.RUNTIME,
-                   count=count)
+    return Finding(
+        code, "name", "message", Location("train.py", line), source=Source.RUNTIME, count=count
+    )
 
 
 def test_findings_of_all_ranks_merge_by_place_with_their_ranks() -> None:
@@ -63,8 +64,9 @@ def test_two_gloo_ranks_on_the_reference_report_nothing(mnist_root: Path, tmp_pa
 @pytest.mark.slow
 def test_two_gloo_ranks_on_a_broken_fixture_report_once_for_both(tmp_path: Path) -> None:
     fixture = ROOT / "fixtures" / "mutants" / "missing_zero_grad.py"
-    completed = torchrun(tmp_path, str(fixture), "--", "--synthetic", "--epochs", "2",
-                         "--max-steps", "2")
+    completed = torchrun(
+        tmp_path, str(fixture), "--", "--synthetic", "--epochs", "2", "--max-steps", "2"
+    )
     assert completed.returncode != 0
     [reported] = json.loads(completed.stdout)
     assert (reported["code"], reported["line"]) == ("PG101", 87)

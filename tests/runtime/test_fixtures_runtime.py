@@ -27,6 +27,8 @@ from tests.test_fixtures_run import _DISTRIBUTED_ENV, FIXTURES, RUNNABLE, RunSpe
 
 GUARD_MAX_STEPS = "50"  # above every fixture's own --max-steps: each runs to its end
 NEEDS_GPU = frozenset({"PG201"})
+
+
 # Findings a fixture does not mark yet, though the run really shows them.
 def run_fixture(
     spec: RunSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -169,9 +169,7 @@ class SyncCounter(TorchFunctionMode):
         super().__init__()
         self.syncs: list[str] = []
 
-    def __torch_function__(
-        self, func: Any, types: Any, args: Any = (), kwargs: Any = None
-    ) -> Any:
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         name = getattr(func, "__name__", "")
         caller = str(sys._getframe(1).f_globals.get("__name__", ""))
         if name in self.SYNCING and caller.startswith("pitfall_guard"):

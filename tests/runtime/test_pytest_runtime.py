@@ -6,7 +6,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-TESTS = '''
+TESTS = """
 import pytest
 import torch
 from torch import nn
@@ -56,7 +56,7 @@ def test_marker_with_fixture(pitfall_guard):
 @pytest.mark.pitfall_guard
 def test_marker_clean():
     train(clear=True)
-'''
+"""
 
 
 def test_fixture_and_marker(pytester: pytest.Pytester) -> None:

@@ -6,6 +6,7 @@ from typing import ClassVar
 import libcst as cst
 import pytest
 
+from pitfall_guard.plugins import load_plugins
 from pitfall_guard.static import engine
 from pitfall_guard.static.rule import FileContext, StaticRule
 from tests.conftest import lint
@@ -171,3 +172,29 @@ class TodoComments(StaticRule):
 def test_rules_that_visit_comments_still_see_them() -> None:
     findings = lint("import torch\nx = 1  # TODO: train\n", [TodoComments])
     assert [(f.code, f.line) for f in findings] == [("PG996", 2)]
+
+
+def test_a_helper_without_torch_is_checked_when_another_file_imports_it(tmp_path: Path) -> None:
+    helper = "def evaluate(model, loader):\n    return [model(x) for x, _ in loader]\n"
+    files = {
+        "train.py": "import torch\nfrom .metrics import evaluate\nfrom pkg import tools, other\n",
+        "metrics.py": helper,
+        "unused.py": helper,
+        "pkg/__init__.py": "",
+        "pkg/tools.py": helper,
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    paths = sorted(tmp_path.rglob("*.py"))
+    rules = load_plugins().static_rules
+    assert engine.imported_helpers({path: tuple(rules) for path in paths}) == {
+        tmp_path / "metrics.py",
+        tmp_path / "pkg" / "__init__.py",
+        tmp_path / "pkg" / "tools.py",
+    }
+    result = engine.check_files(paths, lambda path: rules, jobs=1)
+    assert {(Path(f.path).name, f.code) for f in result.findings} == {
+        ("metrics.py", "PG302"),
+        ("tools.py", "PG302"),
+    }

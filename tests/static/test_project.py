@@ -83,3 +83,58 @@ def test_functions_are_summarized_with_the_methods_they_call(tmp_path: Path) -> 
     summary = ProjectView(tmp_path / "train.py").function("utils.freeze")
     assert summary is not None and {"eval", "requires_grad_"} <= summary.methods
     assert ProjectView(tmp_path / "train.py").function("utils.missing") is None
+
+
+HELPERS = """
+from .inner import reshuffle
+def direct(loader, epoch):
+    loader.sampler.set_epoch(epoch)
+def through_own(loader, epoch):
+    direct(loader, epoch)
+def through_other_file(loader, epoch):
+    reshuffle(loader, epoch)
+def to_a_library(trainer, loader):
+    trainer.fit(loader)
+def never(model, loader):
+    for x, y in enumerate(loader):
+        model(x)
+def through_never(model, loader):
+    never(model, loader)
+"""
+
+
+def test_may_call_follows_helpers_through_the_project(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/helpers.py": HELPERS,
+            "pkg/inner.py": "def reshuffle(loader, e):\n    loader.sampler.set_epoch(e)\n",
+            "pkg/train.py": "",
+        },
+    )
+    view = ProjectView(tmp_path / "pkg" / "train.py")
+    set_epoch = frozenset({"set_epoch"})
+    calls = {
+        name: view.may_call(f"helpers.{name}", 1, set_epoch)
+        for name in (
+            "direct",
+            "through_own",
+            "through_other_file",
+            "to_a_library",
+            "never",
+            "through_never",
+            "missing",
+        )
+    }
+    assert calls == {
+        "direct": True,
+        "through_own": True,
+        "through_other_file": True,
+        "to_a_library": True,  # a method of some object may well
+        "never": False,
+        "through_never": False,
+        "missing": True,  # not read: it may
+    }
+    assert view.may_call("nowhere.helper", 0, set_epoch)
