@@ -374,6 +374,8 @@ class ForwardInterpreter:
             name: self._same_shape for name in SHAPE_PRESERVING
         }
         handlers["flatten"] = self._flatten
+        for name in ("cat", "concat", "concatenate"):
+            handlers[name] = self._cat
         for pool in self.FUNCTIONAL_POOLS:
             handlers[pool] = self._functional_pool
         return handlers
@@ -386,6 +388,29 @@ class ForwardInterpreter:
         if shape == UNKNOWN_INPUT or len(node.args) < 2 or literal_int(node.args[1].value) != 1:
             raise Unknown
         return self.tracer.note("flatten", (math.prod(shape),))
+
+    def _cat(self, node: cst.Call) -> Shape:
+        """`torch.cat([a, b], dim=1)`: per sample, the sizes along dim - 1 add up."""
+        parts = node.args[0].value
+        dim_arg = next(
+            (arg.value for arg in node.args[1:] if arg.keyword is None or arg.keyword.value in
+             ("dim", "axis")),
+            None,
+        )  # fmt: skip
+        if not isinstance(parts, cst.List | cst.Tuple) or dim_arg is None or not parts.elements:
+            raise Unknown
+        shapes = [self.shape_of(element.value) for element in parts.elements]
+        if any(shape == UNKNOWN_INPUT or len(shape) != len(shapes[0]) for shape in shapes):
+            raise Unknown
+        dim = literal_int(dim_arg)
+        axis = dim - 1 if dim > 0 else len(shapes[0]) + dim
+        if not 0 <= axis < len(shapes[0]) or any(
+            shape[:axis] + shape[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :]
+            for shape in shapes
+        ):
+            raise Unknown
+        joined = (*shapes[0][:axis], sum(shape[axis] for shape in shapes), *shapes[0][axis + 1 :])
+        return self.tracer.note("cat", joined)
 
     def _functional_pool(self, node: cst.Call) -> Shape:
         shape = self.shape_of(node.args[0].value)

@@ -336,7 +336,15 @@ def _class_shows_mode_layers(facts: Facts, class_name: str | None, depth: int = 
 def _shows_mode_layers(facts: Facts, model: str, function: Function | None, depth: int) -> bool:
     if depth == 0:
         return False
-    callers = facts.callers_of(function.name) if function is not None else []
+    if "." in model:
+        # `self.model = model.to(device)` in a Trainer's __init__: what its callers hand in.
+        for scope in facts.all_functions:
+            for value in scope.assignments.get(model, []) if scope.node is not None else ():
+                name = dotted_name(strip_chain(value)[0])
+                if name is not None and name in scope.parameter_names():
+                    if _shows_mode_layers(facts, name, scope, depth - 1):
+                        return True
+    callers = _callers(facts, function) if function is not None else []
     if function is not None and function.node is not None and model in function.parameter_names():
         if not callers:
             # Never called here: the script's own model of that name is the likely one.
@@ -355,6 +363,17 @@ def _shows_mode_layers(facts: Facts, model: str, function: Function | None, dept
     return any(
         isinstance(call, cst.Call) and _constructor_shows_mode_layers(facts, call) for call in calls
     )
+
+
+def _callers(facts: Facts, function: Function) -> list[CallSite]:
+    """The file's calls of `function`; for a class's `__init__`, its instantiations."""
+    if function.name == "__init__" and function.class_name is not None:
+        return [
+            site
+            for site in facts.calls
+            if facts.qualified_name(site.node.func) == function.class_name
+        ]
+    return facts.callers_of(function.name)
 
 
 def _bound_values(facts: Facts, name: str, function: Function | None) -> list[cst.BaseExpression]:

@@ -43,6 +43,35 @@ class EvalWithoutEvalMode(StaticRule):
     hint = "call model.eval() before evaluating, and model.train() before training again"
 
     VALID = (
+        # a Trainer that switches its model; a model of a list switched by its index
+        """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(784, 128), nn.Dropout(0.5), nn.Linear(128, 10))
+    def forward(self, x):
+        return self.fc(x)
+class Trainer:
+    def __init__(self, model, optimizer, device):
+        self.model = model.to(device)
+        self.optimizer = optimizer
+    def validate(self, loader):
+        self.model.eval()
+        with torch.no_grad():
+            return [self.model(x).argmax(1) for x, _ in loader]
+def build():
+    model = Net()
+    return model, torch.optim.SGD(model.parameters(), lr=0.1)
+model, optimizer = build()
+trainer = Trainer(model, optimizer, "cuda")
+models = [Net(), nn.Linear(784, 10)]
+models[0].eval()
+with torch.no_grad():
+    for x, _ in test_loader:
+        models[0](x)
+""",
         """
 import torch
 from torch import nn
@@ -161,6 +190,33 @@ test(test_loader)
 """,
     )
     INVALID = (
+        # a Trainer handed the model (made by a builder that returns a tuple); a list
+        """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(784, 128), nn.Dropout(0.5), nn.Linear(128, 10))
+    def forward(self, x):
+        return self.fc(x)
+class Trainer:
+    def __init__(self, model, optimizer, device):
+        self.model = model.to(device)
+        self.optimizer = optimizer
+    def validate(self, loader):
+        with torch.no_grad():
+            return [self.model(x).argmax(1) for x, _ in loader]  # expect: PG301
+def build():
+    model = Net()
+    return model, torch.optim.SGD(model.parameters(), lr=0.1)
+model, optimizer = build()
+trainer = Trainer(model, optimizer, "cuda")
+models = [Net(), nn.Linear(784, 10)]
+with torch.no_grad():
+    for x, _ in test_loader:
+        models[0](x)  # expect: PG301
+""",
         # a model of a dict of models
         """
 import torch

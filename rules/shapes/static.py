@@ -109,6 +109,25 @@ class LayerShapeMismatch(StaticRule):
     hint = "set the layer's input size to the computed one (or use nn.LazyLinear)"
 
     VALID = (
+        # features joined with torch.cat, sizes right
+        """
+import torch
+from torch import nn
+from torchvision import datasets
+train_set = datasets.MNIST("data", train=True)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Linear(784, 64)
+        self.extra = nn.Linear(784, 32)
+        self.head = nn.Linear(96, 10)
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        both = torch.cat([self.image(x), self.extra(x)], dim=1)
+        return self.head(both)
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+""",
         # blocks built by a helper of the file, sizes right
         """
 import torch
@@ -179,6 +198,25 @@ text_model = nn.Sequential(nn.Linear(300, 10))
 """,
     )
     INVALID = (
+        # features joined with torch.cat: 64 + 32, not 64 + 64
+        """
+import torch
+from torch import nn
+from torchvision import datasets
+train_set = datasets.MNIST("data", train=True)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Linear(784, 64)
+        self.extra = nn.Linear(784, 32)
+        self.head = nn.Linear(64 + 64, 10)  # expect: PG401
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        both = torch.cat([self.image(x), self.extra(x)], dim=1)
+        return self.head(both)
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+""",
         # blocks built by a helper of the file: 28 -> 14 -> 7, not 8
         """
 import torch
