@@ -341,9 +341,12 @@ def _shows_mode_layers(facts: Facts, model: str, function: Function | None, dept
         for scope in facts.all_functions:
             for value in scope.assignments.get(model, []) if scope.node is not None else ():
                 name = dotted_name(strip_chain(value)[0])
-                if name is not None and name in scope.parameter_names():
-                    if _shows_mode_layers(facts, name, scope, depth - 1):
-                        return True
+                if (
+                    name is not None
+                    and name in scope.parameter_names()
+                    and _shows_mode_layers(facts, name, scope, depth - 1)
+                ):
+                    return True
     callers = _callers(facts, function) if function is not None else []
     if function is not None and function.node is not None and model in function.parameter_names():
         if not callers:
