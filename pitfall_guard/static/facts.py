@@ -89,7 +89,9 @@ class Facts:
         self.accumulations: list[Accumulation] = []
         # `a + b` between two names (the device rules compare where a and b live).
         self.name_operations: list[cst.BinaryOperation] = []
-        # The text after each `#` (the walk skips whitespace, where libcst keeps comments).
+        # The file's text, and the text after each `#` (the walk skips whitespace, where
+        # libcst keeps comments).
+        self.source = ""
         self.comments: list[str] = []
         # Values assigned where gradients are off (under no_grad, in a no_grad function).
         self.no_grad_values: set[cst.BaseExpression] = set()
@@ -104,6 +106,7 @@ class Facts:
         facts = cls()
         facts.project = project
         text = module.code if source is None else source
+        facts.source = text
         facts.comments = [line[line.index("#") :] for line in text.splitlines() if "#" in line]
         visitor = FactsCollector(facts)
         walk(module, {name: [method] for name, method in visitor_methods(visitor).items()})

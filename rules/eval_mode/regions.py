@@ -33,6 +33,17 @@ _EVAL_FUNCTION = re.compile(
     re.IGNORECASE,
 )
 _EVAL_LOADER = re.compile(r"val|test|eval|holdout", re.IGNORECASE)
+# Held-out data under a name that says so, whatever made it: `valid_data`, `test_iter`.
+_EVAL_DATA = re.compile(
+    r"^(val|valid|validation|test|testing|eval|dev|holdout)_?(data|dataset|set|iter|iterator|"
+    r"batches|dl|loader)s?$",
+    re.IGNORECASE,
+)
+# An input that is held-out data: `test_x`, `val_images`, `test_inputs`.
+_EVAL_INPUT = re.compile(
+    r"^(val|valid|validation|test|testing)_?(x|data|input|inputs|images|imgs|batch|samples)$",
+    re.IGNORECASE,
+)
 _LOADERS_NAME = re.compile(r"loader", re.IGNORECASE)
 
 
@@ -66,9 +77,23 @@ def _model_call(facts: Facts, site: CallSite) -> str | None:
     name = entry_name(func)
     if name == "self" and _in_module_method(facts, site.function):
         return name  # `self(x)` in a Keras-style `evaluate()` of the module itself
-    if name is None or name in facts.classes or facts.kind_of(func) is not Kind.MODEL:
+    if name is None or name in facts.classes:
         return None  # `Net()` builds a model, it runs none
-    return name
+    if facts.kind_of(func) is Kind.MODEL or _loaded_model(facts, name, site.function):
+        return name
+    return None
+
+
+_LOADERS_OF_MODELS = ("torch.load", "torch.jit.load")
+
+
+def _loaded_model(facts: Facts, name: str, function: Function) -> bool:
+    """`rnn = torch.load("model.pt")` and then `rnn(x)`: a whole pickled module."""
+    values = facts.assignments_in(name, function)
+    return bool(values) and all(
+        isinstance(value, cst.Call) and facts.qualified_name(value.func) in _LOADERS_OF_MODELS
+        for value in (strip_chain(value)[0] for value in values)
+    )
 
 
 def _iterates_data(facts: Facts, function: Function, forwards: Sequence[CallSite]) -> bool:
@@ -125,6 +150,8 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
             model, site = forwards[0]
             yield EvalRegion(f"the loop over '{name}'", site, model, loop.function, loop, forwards)
     yield from _predictions_after_training(facts, eval_functions, eval_loops)
+    yield from _test_forwards_in_training(facts)
+    yield from _inference_after_eval(facts, eval_functions, eval_loops)
 
 
 def _predictions_after_training(
@@ -162,6 +189,65 @@ def _predictions_after_training(
             break
 
 
+def _inference_after_eval(
+    facts: Facts, eval_functions: set[Function], eval_loops: set[Loop]
+) -> Iterator[EvalRegion]:
+    """An inference script: `model.eval()`, then forwards, in a file that never trains nor
+    asks for any gradient (no backward, no `requires_grad`: not a saliency map)."""
+    if any(_trains(function.events) for function in facts.all_functions) or any(
+        word in facts.source for word in ("requires_grad", "autograd", ".grad")
+    ):
+        return
+    order = {site.node: index for index, site in enumerate(facts.calls)}
+    switched: dict[str, int] = {}
+    for function in facts.all_functions:
+        for event in function.events:
+            if event.kind is EventKind.EVAL_MODE and event.target and event.node in order:
+                switched.setdefault(event.target, order[event.node])
+    for site in facts.calls:
+        model = _model_call(facts, site)
+        if (
+            model is None
+            or model not in switched
+            or order[site.node] < switched[model]
+            or site.function in eval_functions
+            or any(loop in eval_loops for loop in site.loops)
+            or _is_shape_probe(facts, site)
+        ):
+            continue
+        yield EvalRegion(
+            f"the inference after {model}.eval()", site, model, site.function, None,
+            ((model, site),), after_training=True,
+        )  # fmt: skip
+        return
+
+
+def _test_forwards_in_training(facts: Facts) -> Iterator[EvalRegion]:
+    """`if step % 50 == 0: test_output = cnn(test_x)` inside the training loop: a forward of
+    the trained model on held-out data, in an `if` that trains nothing."""
+    trained = facts.trained_models()
+    for site in facts.calls:
+        model = _model_call(facts, site)
+        if model is None or model not in trained or not site.arms or not site.node.args:
+            continue
+        name = dotted_name(site.node.args[0].value)
+        loop = next((loop for loop in reversed(site.loops) if _trains(loop.events)), None)
+        if name is None or loop is None or not _EVAL_INPUT.match(last_part(name)):
+            continue
+        arm = site.arms[-1]
+        if any(
+            event.kind in (EventKind.BACKWARD, EventKind.STEP, EventKind.CLOSURE_STEP)
+            and (trains := facts.site_of(event.node)) is not None
+            and arm in trains.arms
+            for event in loop.events
+        ):
+            continue
+        yield EvalRegion(
+            f"the forward on '{name}' inside the training loop", site, model, site.function,
+            None, ((model, site),), after_training=True,
+        )  # fmt: skip
+
+
 def _evaluation_loader(facts: Facts, iterable: cst.BaseExpression | None) -> str | None:
     """The name of a validation/test loader a loop iterates: `val_loader`, `test_iter`, or
     an entry of a dict of loaders such as `dataloader["val"]`."""
@@ -181,6 +267,8 @@ def _evaluation_loader(facts: Facts, iterable: cst.BaseExpression | None) -> str
     name = dotted_name(iterable) if iterable is not None else None
     if iterable is None or name is None or not _EVAL_LOADER.search(last_part(name)):
         return None
+    if _EVAL_DATA.match(last_part(name)):
+        return name
     return name if facts.kind_of(iterable) is Kind.LOADER else None
 
 
@@ -214,7 +302,10 @@ def _is_shape_probe(facts: Facts, site: CallSite) -> bool:
     """`y = net(torch.randn(1, 3, 32, 32)); print(y.size())`: a smoke test, not an evaluation."""
     if not site.node.args or site.loops:
         return False
-    value = site.node.args[0].value
+    return all(_made_up_argument(facts, site, arg.value) for arg in site.node.args)
+
+
+def _made_up_argument(facts: Facts, site: CallSite, value: cst.BaseExpression) -> bool:
     if isinstance(value, cst.Name):
         # Made up in the function itself: data made up at the top of a script stands in for
         # a real data set.

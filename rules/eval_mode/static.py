@@ -413,6 +413,28 @@ class EvalWithGrad(StaticRule):
     hint = "wrap the evaluation in `with torch.inference_mode():` (or torch.no_grad())"
 
     VALID = (
+        # a saliency map asks for gradients on purpose; a test forward that trains
+        """
+import torch
+model = torch.load("classifier.pt")
+model.eval()
+image = load_image().requires_grad_()
+model(image)[0, 3].backward()
+""",
+        """
+import torch
+model = torch.nn.Linear(8, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for step, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+    if step % 50 == 0:
+        with torch.no_grad():
+            test_output = model(test_x)
+    if step % 100 == 0:
+        loss_fn(model(test_x), test_y).backward()  # test-time adaptation, say
+""",
         """
 import torch
 @torch.no_grad()
@@ -468,6 +490,43 @@ optimizer.step()
 """,
     )
     INVALID = (
+        # the test accuracy printed every 50 steps of training
+        """
+import torch
+model = torch.nn.Linear(8, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for step, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+    if step % 50 == 0:
+        test_output = model(test_x)  # expect: PG302
+""",
+        # an inference script; a held-out set handed in under its name
+        """
+import torch
+net = torch.load("classifier.pt")
+net.eval()
+for path in images:
+    print(net(read(path)).argmax())  # expect: PG302
+def fit(net, train_data, valid_data):
+    for x, y in valid_data:
+        net(x)  # expect: PG302
+""",
+        # the prediction after training, from a made-up hidden state and real inputs
+        """
+import torch
+model = torch.nn.RNN(4, 8)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+for epoch in range(100):
+    optimizer.zero_grad()
+    hidden = torch.zeros(1, 3, 8)
+    output, _ = model(input_batch, hidden)
+    loss_fn(output, target_batch).backward()
+    optimizer.step()
+hidden = torch.zeros(1, 3, 8)
+predict = model(input_batch, hidden)  # expect: PG302
+""",
         # after training, a loop over the validation loader is one evaluation: said once
         """
 import torch
