@@ -189,15 +189,23 @@ def _predictions_after_training(
             break
 
 
+_ASKS_FOR_GRADIENTS = ("requires_grad", "autograd", ".grad", ".attribute(")
+
+
 def _inference_after_eval(
     facts: Facts, eval_functions: set[Function], eval_loops: set[Loop]
 ) -> Iterator[EvalRegion]:
     """An inference script: `model.eval()`, then forwards, in a file that never trains nor
     asks for any gradient (no backward, no `requires_grad`: not a saliency map)."""
     if any(_trains(function.events) for function in facts.all_functions) or any(
-        word in facts.source for word in ("requires_grad", "autograd", ".grad")
+        word in facts.source for word in _ASKS_FOR_GRADIENTS
     ):
         return
+    if any(
+        origin.split(".")[0] in ("unittest", "pytest", "captum")
+        for origin in facts.imports.origins().values()
+    ) or any(function.name.startswith("test") for function in facts.all_functions):
+        return  # tests exercise modes; attribution methods differentiate the forward
     order = {site.node: index for index, site in enumerate(facts.calls)}
     switched: dict[str, int] = {}
     for function in facts.all_functions:
