@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import inspect
 import json
 import sys
@@ -13,14 +14,17 @@ from typing import TextIO
 
 from pitfall_guard import __version__
 from pitfall_guard.config import Config, ConfigError, load_config
-from pitfall_guard.findings import Finding, Maturity
-from pitfall_guard.plugins import CodeInfo, PluginError, Plugins, load_plugins
+from pitfall_guard.findings import Finding, Location, Maturity, Severity, Source
+from pitfall_guard.plugins import NOTHING_WATCHED, CodeInfo, PluginError, Plugins, load_plugins
 from pitfall_guard.report.base import RunSummary, use_color
 from pitfall_guard.static.discovery import PathNotFoundError, discover
 from pitfall_guard.static.engine import check_files
 from pitfall_guard.static.rule import StaticRule
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+# `run`: the script raised (Python itself would exit 1, which means findings here), or was
+# interrupted with Ctrl-C (as a shell reports SIGINT). sys.exit(N) keeps its own N.
+EXIT_CRASH, EXIT_INTERRUPTED = 3, 130
 
 
 class UsageError(Exception):
@@ -218,6 +222,11 @@ def _run(
     )
     if not args.as_module and not Path(args.script).is_file():
         raise UsageError(f"no such script: {args.script}")
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError(
+            "`run` needs PyTorch, which this Python cannot import: "
+            "pip install 'pitfall-guard[runtime]' (or torch itself)"
+        )
     guard = Guard(
         config=config, plugins=plugins, max_steps=args.max_steps, check_every=args.check_every
     )
@@ -228,20 +237,54 @@ def _run(
     if result.error is not None:
         sys.stdout.flush()  # the script's own output first, then its traceback
         print_crash(result.error, sys.stderr)
-    failed = result.error is not None or result.exit_code != 0
+    failure, code = _script_failure(result.error, result.exit_code)
     if not result.reporting:  # rank 0 reports for every rank
-        return EXIT_FINDINGS if failed else EXIT_CLEAN
-    stopped = f", stopped after --max-steps {args.max_steps}" if result.stopped else ""
-    ended = f", the script crashed ({type(result.error).__name__})" if result.error else ""
+        return code if failure else EXIT_FINDINGS if result.findings else EXIT_CLEAN
+    findings = list(result.findings)
+    watched = result.watched
+    if not watched.anything and failure is None:
+        findings.append(_nothing_watched(args.script))
+    stopped = f"; stopped after --max-steps {args.max_steps}" if result.stopped else ""
     print(
-        f"pitfall-guard: watched {result.steps} optimizer steps of {args.script}{stopped}{ended}",
+        f"pitfall-guard: watched {watched.describe()} of {args.script}{stopped}"
+        + (f"; {failure}" if failure else ""),
         file=sys.stderr,
     )
+    incomplete = None
+    if failure is not None:
+        incomplete = f"{failure}, so what it did not run was not checked"
     reporter = plugins.reporters[args.output_format](out, color=use_color(out))
-    reporter.report(result.findings, RunSummary(files_checked=1))
-    if failed or (result.findings and not args.exit_zero):
-        return EXIT_FINDINGS
-    return EXIT_CLEAN
+    reporter.report(findings, RunSummary(files_checked=1, incomplete=incomplete))
+    if failure is not None:
+        return code
+    return EXIT_FINDINGS if findings and not args.exit_zero else EXIT_CLEAN
+
+
+def _script_failure(error: BaseException | None, exit_code: int) -> tuple[str | None, int]:
+    """How the script failed, in words, and the exit code that says so: 130 when it was
+    interrupted, EXIT_CRASH when it raised, its own status when it called sys.exit(N)."""
+    if isinstance(error, KeyboardInterrupt):
+        return "the script was interrupted", EXIT_INTERRUPTED
+    if error is not None:
+        return f"the script crashed ({type(error).__name__})", EXIT_CRASH
+    if exit_code != 0:
+        return f"the script exited with status {exit_code}", exit_code
+    return None, EXIT_CLEAN
+
+
+def _nothing_watched(script: str) -> Finding:
+    code, name = NOTHING_WATCHED
+    return Finding(
+        code=code,
+        name=name,
+        message="the script ended without a forward pass of an nn.Module or an optimizer step "
+        "under the guard: nothing was checked",
+        location=Location(script if Path(script).is_file() else "<module>", 1, 1),
+        severity=Severity.ERROR,
+        source=Source.RUNTIME,
+        hint="run the script that trains (training in processes it spawns, such as "
+        "torch.multiprocessing workers, is not watched)",
+    )
 
 
 def _rules_for(

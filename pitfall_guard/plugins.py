@@ -21,6 +21,7 @@ from pitfall_guard.static.engine import INTERNAL_ERROR, SYNTAX_ERROR
 from pitfall_guard.static.rule import StaticRule
 
 ENTRY_POINT_GROUP = "pitfall_guard.plugins"
+NOTHING_WATCHED = ("PG003", "nothing-watched")
 
 
 class PluginError(Exception):
@@ -82,6 +83,27 @@ Any file; the message names the rule and the exception.
 ## Fix
 Report it with the file (or a small excerpt) to the rule's authors. Meanwhile
 `--ignore` the rule or add `# noqa: PG002` to silence it.
+""",
+    ),
+    CodeInfo(
+        NOTHING_WATCHED[0],
+        NOTHING_WATCHED[1],
+        "`run` saw no forward pass and no optimizer step: nothing was checked",
+        """## What it catches
+A script run under `pitfall-guard run` that ended without running any `nn.Module` forward
+pass or optimizer step in the guarded process.
+
+## Why it matters
+No runtime check could see anything, so "no findings" would mean nothing. The usual causes:
+the wrong script (a launcher, a data preparation step), training that runs in processes the
+script spawns (`torch.multiprocessing`, Hogwild), or an entry point that is never called.
+
+## Example
+`pitfall-guard run prepare_data.py`
+
+## Fix
+Run the script that trains, or test the training function under the guard (the pytest
+plugin's `pitfall_guard` fixture) inside the worker.
 """,
     ),
 )

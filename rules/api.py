@@ -269,6 +269,16 @@ class UnsafeTorchLoad(StaticRule):
     hint = "pass weights_only=True (and save state_dict()s)"
 
     VALID = (
+        # a module cloned through an in-memory buffer
+        """
+import io
+import torch
+def clone(module):
+    with io.BytesIO() as buffer:
+        torch.save(module, buffer)
+        buffer.seek(0)
+        return torch.load(buffer, weights_only=False)
+""",
         """
 import torch
 state = torch.load("model.pt", map_location="cpu", weights_only=True)
@@ -460,6 +470,17 @@ class ForwardCalledDirectly(StaticRule):
     hint = "call the module itself: model(x)"
 
     VALID = (
+        # a plain class's own forward() (not an nn.Module)
+        """
+import torch
+class PriorBox(object):
+    def __init__(self, cfg):
+        self.cfg = cfg
+    def forward(self):
+        return torch.zeros(8732, 4)
+priorbox = PriorBox(cfg)
+priors = priorbox.forward()
+""",
         """
 import torch
 outputs = model(images)
@@ -494,7 +515,7 @@ outputs = model.forward(images)  # expect: PG604
             receiver = func.value
             if isinstance(receiver, cst.Call) or dotted_name(receiver) in (None, "self"):
                 continue
-            if dotted_name(receiver) in plain_functions:
+            if dotted_name(receiver) in plain_functions or self._plain_object(receiver):
                 continue
             start = self.context.position(func.dot).start
             end = self.context.position(func.attr).end
@@ -506,6 +527,28 @@ outputs = model.forward(images)  # expect: PG604
                 hint=f"call {dotted_name(receiver)}(...) instead",
                 fix=Fix("call the module instead of .forward", (edit,), safe=False),
             )
+
+    def _plain_object(self, receiver: cst.BaseExpression) -> bool:
+        """An instance of a class with no base but `object` (`PriorBox(cfg).forward()`), of
+        this file or another file of the project: `forward` is its own method."""
+        facts = self.facts
+        constructor = facts.constructors.get(dotted_name(receiver) or "")
+        values = [constructor] if constructor is not None else []
+        values += facts.assignments.get(dotted_name(receiver) or "", [])
+        for value in values:
+            if not isinstance(value, cst.Call):
+                continue
+            made_by = facts.qualified_name(value.func) or ""
+            info = facts.classes.get(made_by)
+            if info is not None and all(base in ("", "object") for base in info.bases):
+                return True
+            project = facts.project
+            if project is not None and any(
+                project.is_plain_class(*origin)
+                for origin in facts.imports.project_origins(value.func)
+            ):
+                return True
+        return False
 
 
 STATIC_RULES: tuple[type[StaticRule], ...] = (

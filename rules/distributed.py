@@ -150,9 +150,13 @@ for epoch in range(10):
             if not any(dotted_name(arg.value) in carriers for arg in site.node.args):
                 continue
             # A helper of the project that is read and never calls set_epoch does not count.
-            origin = imports.import_origin(site.node.func)
+            origins = imports.project_origins(site.node.func)
             project = self.facts.project
-            if origin is None or project is None or project.may_call(*origin, _SET_EPOCH):
+            if (
+                not origins
+                or project is None
+                or any(project.may_call(*origin, _SET_EPOCH) for origin in origins)
+            ):
                 return None
             if f"{callee}()" not in helpers:
                 helpers.append(f"{callee}()")

@@ -15,6 +15,9 @@ from pitfall_guard.findings import Finding
 @dataclass(frozen=True)
 class RunSummary:
     files_checked: int
+    # Why the check did not cover everything (a guarded script that crashed): then no
+    # findings is not "All checks passed!".
+    incomplete: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class ConciseReporter(Reporter):
         self.write_summary(findings, summary)
 
     def write_summary(self, findings: Sequence[Finding], summary: RunSummary) -> None:
+        if not findings and summary.incomplete:
+            self.stream.write(f"No findings in what ran, but {summary.incomplete}.\n")
+            return
         if not findings:
             checked = summary.files_checked
             self.stream.write(

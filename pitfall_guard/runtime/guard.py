@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
@@ -34,6 +36,35 @@ if TYPE_CHECKING:
 
 ListenerT = TypeVar("ListenerT", bound=RuntimeListener)
 DEFAULT_CHECK_EVERY = 10
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What a guard saw: optimizer steps, the model's forward passes (and how many of them
+    evaluated: in eval mode or with gradients off), and the ranks of a distributed run."""
+
+    steps: int = 0
+    forwards: int = 0
+    evaluations: int = 0
+    ranks: int = 1
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.steps or self.forwards)
+
+    def describe(self) -> str:
+        parts = [
+            _count(self.steps, "optimizer step"),
+            _count(self.forwards, "forward pass", "forward passes")
+            + (f" ({self.evaluations} evaluating)" if self.evaluations else ""),
+        ]
+        if self.ranks > 1:
+            parts.append(f"on {self.ranks} ranks")
+        return ", ".join(parts)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 class GuardError(RuntimeError):
@@ -82,7 +113,7 @@ class Guard(contextlib.ContextDecorator):
         self._monitors: list[RuntimeMonitor] = []
         self._restore_distributed: contextlib.ExitStack | None = None
         self._finished = False
-        self._steps_done = 0
+        self._watched = Watched()
 
     # -- what users read -----------------------------------------------------------------------
 
@@ -93,7 +124,16 @@ class Guard(contextlib.ContextDecorator):
     @property
     def steps(self) -> int:
         """Optimizer steps seen so far."""
-        return self._steps_done if self._dispatcher is None else self._dispatcher.steps
+        return self.watched.steps
+
+    @property
+    def watched(self) -> Watched:
+        """What the guard has seen so far (or saw, once closed)."""
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return self._watched
+        ranks = self.ranks.world_size if self.ranks is not None else 1
+        return Watched(dispatcher.steps, dispatcher.forwards, dispatcher.evaluations, ranks)
 
     @property
     def findings(self) -> list[Finding]:
@@ -139,6 +179,7 @@ class Guard(contextlib.ContextDecorator):
             max_steps=self.max_steps,
         )
         Guard._active = self
+        self._dispatcher.boundary = sys._getframe(1)
         try:
             self._dispatcher.install()
             self._restore_distributed = contextlib.ExitStack()
@@ -156,6 +197,7 @@ class Guard(contextlib.ContextDecorator):
     ) -> bool:
         if self._dispatcher is None:
             return False  # already closed (the pytest marker closes the fixture's guard)
+        self._dispatcher.release_stop()  # the script is over: its lines may not raise again
         stopped = isinstance(exc, MaxStepsReached)
         completed = exc is None or (isinstance(exc, SystemExit) and not exc.code)
         try:
@@ -183,10 +225,11 @@ class Guard(contextlib.ContextDecorator):
             distributed.gather_findings(self)
 
     def _close(self) -> None:
+        self._watched = self.watched  # kept for after the guard
         dispatcher, self._dispatcher = self._dispatcher, None
         try:
             if dispatcher is not None:
-                self._steps_done = dispatcher.steps
+                dispatcher.release_stop()
                 dispatcher.uninstall()
             if self._restore_distributed is not None:
                 self._restore_distributed.close()

@@ -1,20 +1,24 @@
 """PyTorch's hooks, installed once per guard, turned into the events of `RuntimeListener`.
 
-Only the hooks that some listener needs are installed: global module forward pre/post hooks
-(module, model and loss events), per-parameter post-accumulate-grad hooks, wrappers around
-`Optimizer.zero_grad` and `Module.zero_grad`, and global optimizer step pre/post hooks (always:
-they count the steps). Every hook and wrapper is removed by `uninstall`.
+Global module forward pre/post hooks (module, model and loss events; always, as they count the
+forward passes) and global optimizer step pre/post hooks (always: they count the steps); the
+other hooks only when some listener needs them: per-parameter post-accumulate-grad hooks,
+wrappers around `Optimizer.zero_grad`, `Module.zero_grad` and `Tensor.backward`. Every hook
+and wrapper is removed by `uninstall`.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+import sysconfig
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from pitfall_guard.runtime.attribution import is_library_frame
 from pitfall_guard.runtime.monitor import EVENTS, RuntimeListener
 
 if TYPE_CHECKING:
@@ -35,6 +39,47 @@ class MaxStepsReached(BaseException):
     def __init__(self, steps: int) -> None:
         super().__init__(f"stopped after {steps} optimizer steps")
         self.steps = steps
+
+
+class _Stopper:
+    """A trace function that raises MaxStepsReached at the next line of the user's code."""
+
+    def __init__(self, steps: int, boundary: FrameType | None) -> None:
+        self.steps = steps
+        self.previous = sys.gettrace()
+        self.frames: list[FrameType] = []
+        frame: FrameType | None = sys._getframe(1)
+        # Only the frames inside the guarded code: not the one that entered the guard.
+        while frame is not None and frame is not boundary:
+            if _is_script_code(frame):
+                frame.f_trace = self
+                self.frames.append(frame)
+            frame = frame.f_back
+        sys.settrace(self)
+
+    def __call__(self, frame: FrameType, event: str, arg: object) -> _Stopper | None:
+        if event == "line" and _is_script_code(frame):
+            raise MaxStepsReached(self.steps)
+        return self
+
+    def release(self) -> None:
+        sys.settrace(self.previous)
+        for frame in self.frames:
+            frame.f_trace = None
+        self.frames.clear()
+
+
+_NOT_SCRIPTS = tuple(
+    {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
+
+
+def _is_script_code(frame: FrameType) -> bool:
+    """The user's own code: not the standard library, an installed package or the guard."""
+    filename = frame.f_code.co_filename
+    return not (
+        filename.startswith("<") or filename.startswith(_NOT_SCRIPTS) or is_library_frame(frame)
+    )
 
 
 def overrides(listener: RuntimeListener, event: str) -> bool:
@@ -63,6 +108,14 @@ class EventDispatcher:
         self.check_every = check_every
         self.max_steps = max_steps
         self.steps = 0
+        # What was watched: the model's forward passes, those that evaluate (in eval mode or
+        # with gradients off), and whether --max-steps has stopped the script.
+        self.forwards = 0
+        self.evaluations = 0
+        self.stopping = False
+        self._stopper: _Stopper | None = None
+        # The frame that entered the guard: the stop never raises there or above.
+        self.boundary: FrameType | None = None
         self.depth = 0
         self.model: torch.nn.Module | None = None
         self._model_depth = -1
@@ -128,11 +181,12 @@ class EventDispatcher:
         self._loss_type = _Loss
         self._wrapper_types = (DataParallel, DistributedDataParallel)
         self._current_autograd_node = torch._C._current_autograd_node
-        if self._wants_modules():
-            self._handles.append(module_hooks.register_module_forward_pre_hook(self._forward_pre))
-            self._handles.append(
-                module_hooks.register_module_forward_hook(self._forward_post, always_call=True)
-            )
+        self._grad_enabled = torch.is_grad_enabled
+        # Always: they count the forward passes the verdict reports, and stop the script.
+        self._handles.append(module_hooks.register_module_forward_pre_hook(self._forward_pre))
+        self._handles.append(
+            module_hooks.register_module_forward_hook(self._forward_post, always_call=True)
+        )
         self._handles.append(optimizer_hooks.register_optimizer_step_pre_hook(self._step_pre))
         self._handles.append(optimizer_hooks.register_optimizer_step_post_hook(self._step_post))
         if self._grads_cleared or self._wants_params():
@@ -140,18 +194,6 @@ class EventDispatcher:
             self._wrap_zero_grad(torch.nn.Module, lambda module: list(module.parameters()))
         if self._backward:
             self._wrap_backward(torch.Tensor)
-
-    def _wants_modules(self) -> bool:
-        return bool(
-            self._model_call
-            or self._model_return
-            or self._module_call
-            or self._module_return
-            or self._module_error
-            or self._loss_call
-            or self._loss_return
-            or self._wants_params()  # parameters are hooked when their model is first called
-        )
 
     def _wants_params(self) -> bool:
         return bool(self._grad_arriving or self._grad_accumulated)
@@ -230,12 +272,17 @@ class EventDispatcher:
         # (activation checkpointing) are not the user's forward passes.
         if threading.get_ident() != self._thread or self._current_autograd_node() is not None:
             return
+        if self.stopping:
+            raise MaxStepsReached(self.steps)  # a bare `except:` caught the first one
         depth = self.depth
         self.depth = depth + 1
         is_loss = isinstance(module, self._loss_type)
         if self.model is None and not is_loss and not self._is_wrapper(module):
             self.model = module
             self._model_depth = depth
+            self.forwards += 1
+            if not module.training or not self._grad_enabled():
+                self.evaluations += 1
             if self._unhooked(module):
                 self._hook_params(module, module.parameters())
             if self._model_call:
@@ -287,6 +334,8 @@ class EventDispatcher:
         self._emit(self._grad_accumulated, param)
 
     def _step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.stopping:
+            raise MaxStepsReached(self.steps)
         if self._stepping is not None and self._stepping is not optimizer:
             return  # a wrapper optimizer stepping its inner one is one step
         self._stepping = optimizer
@@ -303,7 +352,20 @@ class EventDispatcher:
         if self.steps % self.check_every == 0:
             self.read_device_state(final=False)
         if self.max_steps is not None and self.steps >= self.max_steps:
-            raise MaxStepsReached(self.steps)
+            self.stop()
+
+    def stop(self) -> None:
+        """End the guarded code now. A bare `except:` in the script may catch the stop: it is
+        raised again at the next line the script runs (through a trace function, only from
+        then on) and at its next forward pass or step."""
+        self.stopping = True
+        self._stopper = _Stopper(self.steps, self.boundary)
+        raise MaxStepsReached(self.steps)
+
+    def release_stop(self) -> None:
+        if self._stopper is not None:
+            self._stopper.release()
+            self._stopper = None
 
     def read_device_state(self, final: bool) -> None:
         self._emit(self._read_device_state, final)

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from pitfall_guard.findings import Finding
 from pitfall_guard.runtime.attribution import is_library_frame
-from pitfall_guard.runtime.guard import Guard
+from pitfall_guard.runtime.guard import Guard, Watched
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,15 @@ class ScriptRun:
     """How a guarded script ended, and what the guard saw."""
 
     findings: list[Finding]
-    steps: int
+    watched: Watched
     stopped: bool  # stopped by the guard after max_steps
-    error: BaseException | None  # the script crashed with this
-    exit_code: int  # the script's own exit status (0 when it ended or was stopped)
+    error: BaseException | None  # the script crashed with this (KeyboardInterrupt included)
+    exit_code: int  # the script's own sys.exit status (0 when it ended or was stopped)
     reporting: bool  # False on the ranks that leave the report to rank 0
+
+    @property
+    def steps(self) -> int:
+        return self.watched.steps
 
 
 def run_script(
@@ -43,17 +47,17 @@ def run_script(
             if as_module:
                 runpy.run_module(target, run_name="__main__", alter_sys=True)
             else:
-                runpy.run_path(target, run_name="__main__")
+                # `__file__` is absolute, as Python makes it for `python script.py`.
+                runpy.run_path(os.path.abspath(target), run_name="__main__")
     except SystemExit as exit:
         exit_code = _exit_status(exit.code)
     except BaseException as crash:  # KeyboardInterrupt too: report what was seen until then
         error = crash
-        exit_code = 1
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     return ScriptRun(
         findings=guard.findings,
-        steps=guard.steps,
+        watched=guard.watched,
         stopped=guard.stopped,
         error=error,
         exit_code=exit_code,

@@ -142,6 +142,9 @@ class FactsCollector:
         self._leave_scope()
 
     def visit_With(self, node: cst.With) -> None:
+        for item in node.items:  # `with io.BytesIO() as buffer:` binds `buffer`
+            if item.asname is not None and isinstance(item.asname.name, cst.Name):
+                self.facts.bind(item.asname.name, item.item, self.functions[-1])
         if any(
             isinstance(item.item, cst.Call) and self._disables_grad(item.item)
             for item in node.items

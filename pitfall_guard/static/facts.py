@@ -139,8 +139,9 @@ class Facts:
         known = kind_of_constructor(qualified)
         if known is None and self.project is not None:
             # `from models import Net`: an nn.Module class of another file of the project.
-            origin = self.imports.import_origin(call.func)
-            if origin is not None and self.project.module_class(*origin) is not None:
+            project = self.project
+            origins = self.imports.project_origins(call.func)
+            if any(project.module_class(*origin) is not None for origin in origins):
                 return Kind.MODEL
         return known
 

@@ -59,8 +59,9 @@ class ImportTable:
 
     def __init__(self) -> None:
         self._aliases: dict[str, str] = {}
-        # `from helpers import *`: any unknown name may come from another file.
+        # `from helpers import *`: any unknown name may come from another file; the modules.
         self.star_import = False
+        self.star_modules: list[tuple[str, int]] = []
         # `from .models import Net`: Net -> (".models.Net" without the dots, 1).
         self._relative: dict[str, tuple[str, int]] = {}
 
@@ -78,6 +79,9 @@ class ImportTable:
     def add_import_from(self, node: cst.ImportFrom) -> None:
         if isinstance(node.names, cst.ImportStar):
             self.star_import = True
+            module = dotted_name(node.module) if node.module is not None else ""
+            if module is not None:
+                self.star_modules.append((module, len(node.relative)))
             return
         if node.relative:
             self._add_relative(node, len(node.relative), node.names)
@@ -123,6 +127,19 @@ class ImportTable:
             resolved = self._aliases[head]
             return (f"{resolved}.{rest}" if rest else resolved), 0
         return None
+
+    def project_origins(self, node: cst.BaseExpression) -> list[tuple[str, int]]:
+        """Where a name may come from in the project: its import, else each module the file
+        star-imports (`from model import *` then `Net()`: maybe `model.Net`)."""
+        origin = self.import_origin(node)
+        if origin is not None:
+            return [origin]
+        name = dotted_name(node)
+        if name is None or not self.star_modules or name.partition(".")[0] in self._aliases:
+            return []
+        return [
+            (f"{module}.{name}" if module else name, level) for module, level in self.star_modules
+        ]
 
     def origins(self) -> dict[str, str]:
         """Each imported local name and what it stands for."""

@@ -49,6 +49,8 @@ class ModuleSummary:
     classes: dict[str, ClassSummary] = field(default_factory=dict)
     functions: dict[str, FunctionSummary] = field(default_factory=dict)
     imports: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # `from .functions import *`: the modules whose names it re-exports.
+    stars: list[tuple[str, int]] = field(default_factory=list)
 
 
 class ProjectView:
@@ -78,6 +80,12 @@ class ProjectView:
         target = resolve_module(self.path, module, level)
         summary = summarize(target) if target is not None else None
         return summary is None or _may_call(summary, name, methods, depth)
+
+    def is_plain_class(self, origin: str, level: int = 0) -> bool:
+        """Whether `origin` names a class of the project with no base but `object`: its
+        methods (a `forward()` of its own) are plain functions, not a module's."""
+        found = _find_class(self.path, origin, level, depth=3)
+        return found is not None and all(base == "object" for base in found[0].bases)
 
     def shows_mode_layers(self, origin: str, level: int = 0) -> bool:
         """Whether the imported module class has Dropout/BatchNorm (in it or its bases)."""
@@ -126,7 +134,14 @@ def _evaluate(summary: ModuleSummary, name: str, depth: int) -> _Found | None:
     if name not in summary.classes:
         # `from package import Net` where package/__init__.py re-exports it.
         origin = summary.imports.get(name)
-        return None if origin is None else _find_class(summary.path, *origin, depth - 1)
+        if origin is not None:
+            return _find_class(summary.path, *origin, depth - 1)
+        for module, level in summary.stars:  # `from .functions import *`
+            starred = f"{module}.{name}" if module else name
+            through = _find_class(summary.path, starred, level, depth - 1)
+            if through is not None:
+                return through
+        return None
     found = summary.classes[name]
     is_module, mode_layers = False, found.mode_layers
     for base in found.bases:
@@ -213,6 +228,9 @@ def _summarize(path: Path, mtime_ns: int, size: int) -> ModuleSummary | None:
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             summary.functions[node.name] = _summarize_function(node)
         elif isinstance(node, ast.ImportFrom):
+            if any(alias.name == "*" for alias in node.names):
+                summary.stars.append((node.module or "", node.level))
+                continue
             for alias in node.names:
                 origin = f"{node.module}.{alias.name}" if node.module else alias.name
                 summary.imports[alias.asname or alias.name] = (origin, node.level)

@@ -31,7 +31,8 @@ class FileContext:
 
     @property
     def is_test_module(self) -> bool:
-        """A test module (`test_*.py`, `*_test.py`, `conftest.py`, anything under `tests/`): its
+        """A test module (`test_*.py`, `*_test.py`, `conftest.py`, anything under `tests/` or a
+        `testing/` folder of test helpers): its
         code exercises mechanics (devices chosen by markers, learning rates and checkpoints as
         values under test) rather than running a training."""
         parts = self.path.replace("\\", "/").split("/")
@@ -41,6 +42,7 @@ class FileContext:
             or name.endswith("_test.py")
             or name == "conftest.py"
             or "tests" in parts[:-1]
+            or "testing" in parts[:-1]
         )
 
     def position(self, node: cst.CSTNode) -> CodeRange:

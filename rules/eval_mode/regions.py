@@ -371,7 +371,7 @@ def eval_switch(facts: Facts, region: EvalRegion) -> EvalSwitch:
         (summary := facts.project.function(*origin)) is not None and "eval" in summary.methods
         for site in facts.calls
         if site.function in scopes
-        and (origin := facts.imports.import_origin(site.node.func)) is not None
+        for origin in facts.imports.project_origins(site.node.func)
     ):
         return EvalSwitch(True)
     if not conditional:
@@ -522,11 +522,10 @@ def _constructor_shows_mode_layers(
     if qualified.startswith("torch.nn."):
         return _mentions_mode_layers(facts, constructor)
     # `from models import Net`: a module class of another file of the project.
-    origin = facts.imports.import_origin(constructor.func)
-    return (
-        origin is not None
-        and facts.project is not None
-        and facts.project.shows_mode_layers(*origin)
+    project = facts.project
+    return project is not None and any(
+        project.shows_mode_layers(*origin)
+        for origin in facts.imports.project_origins(constructor.func)
     )
 
 

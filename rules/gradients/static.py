@@ -256,8 +256,8 @@ for x, y in loader:
         for site in self.facts.calls:
             if loop not in site.loops:
                 continue
-            origin = self.facts.imports.import_origin(site.node.func)
-            if origin is None or origin[0].startswith("torch"):
+            origins = self.facts.imports.project_origins(site.node.func)
+            if not origins or any(origin[0].startswith("torch") for origin in origins):
                 continue
             handed = [dotted_name(arg.value) for arg in site.node.args]
             if not any(
@@ -267,7 +267,9 @@ for x, y in loader:
             ):
                 continue
             project = self.facts.project
-            if project is None or project.may_call(*origin, _CLEARING_METHODS):
+            if project is None or any(
+                project.may_call(*origin, _CLEARING_METHODS) for origin in origins
+            ):
                 return True
         return False
 

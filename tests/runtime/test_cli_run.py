@@ -65,7 +65,7 @@ def test_findings_are_reported_with_a_code_frame_and_exit_1(
     assert "Found 1 finding in 1 file." in out
     captured = capsys.readouterr()
     assert "the script ended" in captured.out
-    assert "watched 5 optimizer steps of broken.py" in captured.err
+    assert "watched 5 optimizer steps, 5 forward passes of broken.py" in captured.err
 
 
 def test_a_clean_script_exits_0(scripts: Path) -> None:
@@ -99,7 +99,7 @@ def test_a_crash_is_reported_with_the_findings_and_the_shape_explanation(
     scripts: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out = run("shapes.py", "--output-format", "concise")
-    assert code == 1
+    assert code == 3  # a crash, not findings
     assert out.startswith("shapes.py:5:1: PG401 Sequential.2 (Linear(in_features=100, ")
     err = capsys.readouterr().err
     assert 'File "' in err and 'shapes.py", line 5' in err
@@ -107,6 +107,89 @@ def test_a_crash_is_reported_with_the_findings_and_the_shape_explanation(
     assert "pitfall-guard: PG401 Sequential.2" in err
     assert "pitfall_guard/runtime" not in err  # the guard's own frames are left out
     assert "the script crashed (RuntimeError)" in err
+
+
+SCRIPTS = {
+    "exits_3.py": "import sys, torch\nmodel = torch.nn.Linear(2, 1)\nmodel(torch.ones(1, 2))\n"
+    "sys.exit(3)\n",
+    "interrupted.py": "import torch\nmodel = torch.nn.Linear(2, 1)\nmodel(torch.ones(1, 2))\n"
+    "raise KeyboardInterrupt\n",
+    "missing_module.py": "import torch\nimport no_such_module_here\n",
+    "nothing.py": "import torch\nprint(torch.ones(2).sum())\n",
+    "inference.py": "import torch\nmodel = torch.nn.Linear(2, 1).eval()\n"
+    "with torch.no_grad():\n    model(torch.ones(1, 2))\n",
+    "where.py": "import os, torch\nassert os.path.isabs(__file__), __file__\n"
+    "torch.nn.Linear(2, 1)(torch.ones(1, 2))\n",
+    "swallows.py": "import torch\nmodel = torch.nn.Linear(2, 1)\n"
+    "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    "for step in range(1000):\n"
+    "    try:\n"
+    "        optimizer.zero_grad()\n"
+    "        model(torch.ones(1, 2)).sum().backward()\n"
+    "        optimizer.step()\n"
+    "    except:\n"
+    "        pass\n"
+    "print('reached', step)\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("script", "expected_code", "verdict", "summary"),
+    [
+        ("exits_3.py", 3, "the script exited with status 3", "No findings in what ran, but the"),
+        ("interrupted.py", 130, "the script was interrupted", "No findings in what ran, but the"),
+        (
+            "missing_module.py",
+            3,
+            "0 optimizer steps, 0 forward passes of missing_module.py; the script crashed "
+            "(ModuleNotFoundError)",
+            "No findings in what ran, but the script crashed (ModuleNotFoundError)",
+        ),
+        ("nothing.py", 1, "0 optimizer steps, 0 forward passes", "nothing.py:1:1: PG003"),
+        ("inference.py", 0, "0 optimizer steps, 1 forward pass (1 evaluating)", "All checks"),
+        ("where.py", 0, "1 forward pass of where.py", "All checks passed!"),
+    ],
+)
+def test_the_verdict_says_what_was_watched_and_the_exit_code_how_the_script_ended(
+    scripts: Path,
+    capsys: pytest.CaptureFixture[str],
+    script: str,
+    expected_code: int,
+    verdict: str,
+    summary: str,
+) -> None:
+    (scripts / script).write_text(SCRIPTS[script])
+    code, out = run(script, "--output-format", "concise")
+    err = capsys.readouterr().err
+    assert code == expected_code, (out, err)
+    assert verdict in err
+    assert out.startswith(summary) or summary in out, out
+    if expected_code not in (0, 1):
+        assert "All checks passed" not in out
+
+
+def test_max_steps_stops_a_script_whose_bare_except_swallows_the_stop(
+    scripts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (scripts / "swallows.py").write_text(SCRIPTS["swallows.py"])
+    code, out = run("swallows.py", "--max-steps", "3", "--output-format", "concise")
+    captured = capsys.readouterr()
+    assert code == 0, (out, captured)
+    assert "reached" not in captured.out
+    assert "watched 3 optimizer steps, 3 forward passes of swallows.py; stopped" in captured.err
+
+
+def test_run_without_torch_says_how_to_install_it(
+    scripts: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    assert run("clean.py")[0] == 2
+    assert "pip install 'pitfall-guard[runtime]'" in capsys.readouterr().err
 
 
 def test_a_module_runs_with_dash_m(scripts: Path) -> None:

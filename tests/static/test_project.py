@@ -138,3 +138,20 @@ def test_may_call_follows_helpers_through_the_project(tmp_path: Path) -> None:
         "missing": True,  # not read: it may
     }
     assert view.may_call("nowhere.helper", 0, set_epoch)
+
+
+def test_a_testing_folder_holds_test_code() -> None:
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper
+
+    from pitfall_guard.static.facts import Facts
+    from pitfall_guard.static.rule import FileContext
+
+    module = cst.parse_module("")
+
+    def context(path: str) -> FileContext:
+        return FileContext(path, "", module, MetadataWrapper(module), Facts.build(module))
+
+    assert context("captum/testing/helpers/common.py").is_test_module
+    assert context("tests/unit/test_x.py").is_test_module
+    assert not context("src/training/loop.py").is_test_module
