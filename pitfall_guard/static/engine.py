@@ -190,7 +190,7 @@ def _run_rules(
     project: ProjectView | None,
 ) -> list[Finding]:
     try:
-        facts = Facts.build(module, source, project)
+        facts = Facts.build(module, source, project, path)
     except RecursionError:
         return [_internal_error(path, 1, "the facts pass", "the file is nested too deeply")]
     except Exception as error:  # reported as PG002, the run goes on

@@ -35,7 +35,14 @@ from pitfall_guard.static.code_model import (
     strip_chain,
 )
 from pitfall_guard.static.collect import FactsCollector
-from pitfall_guard.static.names import ImportTable, dotted_name, entry_name, key_name, last_part
+from pitfall_guard.static.names import (
+    ImportTable,
+    dotted_name,
+    entry_name,
+    is_test_path,
+    key_name,
+    last_part,
+)
 from pitfall_guard.static.project import ProjectView
 from pitfall_guard.static.torch_api import (
     DTYPES,
@@ -95,16 +102,23 @@ class Facts:
         self.comments: list[str] = []
         # Values assigned where gradients are off (under no_grad, in a no_grad function).
         self.no_grad_values: set[cst.BaseExpression] = set()
-        # The other files of the project, where the engine knows the file's path.
+        # The other files of the project, where the engine knows the file's path; whether
+        # the file is a test module (pytest's `test_*` functions are tests there).
         self.project: ProjectView | None = None
+        self.test_module = False
         self._clearing_functions: frozenset[str] = frozenset()
 
     @classmethod
     def build(
-        cls, module: cst.Module, source: str | None = None, project: ProjectView | None = None
+        cls,
+        module: cst.Module,
+        source: str | None = None,
+        project: ProjectView | None = None,
+        path: str = "",
     ) -> Facts:
         facts = cls()
         facts.project = project
+        facts.test_module = is_test_path(path) if path else False
         text = module.code if source is None else source
         facts.source = text
         facts.comments = [line[line.index("#") :] for line in text.splitlines() if "#" in line]

@@ -45,6 +45,21 @@ def key_name(owner: str, key: cst.BaseExpression) -> str | None:
     return None
 
 
+def is_test_path(path: str) -> bool:
+    """A test module (`test_*.py`, `*_test.py`, `conftest.py`, anything under `tests/` or a
+    `testing/` folder of test helpers): its code exercises mechanics (devices chosen by
+    markers, learning rates and checkpoints as values under test) rather than a training."""
+    parts = path.replace("\\", "/").split("/")
+    name = parts[-1]
+    return (
+        name.startswith("test_")
+        or name.endswith("_test.py")
+        or name == "conftest.py"
+        or "tests" in parts[:-1]
+        or "testing" in parts[:-1]
+    )
+
+
 def last_part(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 

@@ -13,6 +13,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from pitfall_guard.findings import Finding, Fix, Location, Maturity, Severity, Source
 from pitfall_guard.static.facts import Facts
+from pitfall_guard.static.names import is_test_path
 from pitfall_guard.static.versions import UNKNOWN, TorchTarget
 from pitfall_guard.static.walk import VisitorMethod
 
@@ -31,19 +32,8 @@ class FileContext:
 
     @property
     def is_test_module(self) -> bool:
-        """A test module (`test_*.py`, `*_test.py`, `conftest.py`, anything under `tests/` or a
-        `testing/` folder of test helpers): its
-        code exercises mechanics (devices chosen by markers, learning rates and checkpoints as
-        values under test) rather than running a training."""
-        parts = self.path.replace("\\", "/").split("/")
-        name = parts[-1]
-        return (
-            name.startswith("test_")
-            or name.endswith("_test.py")
-            or name == "conftest.py"
-            or "tests" in parts[:-1]
-            or "testing" in parts[:-1]
-        )
+        """A test module (see `is_test_path`)."""
+        return is_test_path(self.path)
 
     def position(self, node: cst.CSTNode) -> CodeRange:
         """Where `node` is; the first call computes the positions of the whole file."""

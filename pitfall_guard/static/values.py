@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from pitfall_guard.static.facts import Facts
+from pitfall_guard.static.facts import Facts, calls_within
 from pitfall_guard.static.names import dotted_name
 from pitfall_guard.static.tensors import method_name, string_value
 
@@ -112,13 +112,23 @@ def _arithmetic(node: cst.BinaryOperation, facts: Facts, depth: int) -> Number |
 
 def _argparse_default(node: cst.Attribute, facts: Facts, depth: int) -> Number | None:
     """`args.lr` where `args = parser.parse_args()` and `--lr` has a numeric default."""
+    default = argparse_default(node, facts)
+    if default is None:
+        return None
+    found = number_of(default, facts, depth - 1)
+    flag = "--" + node.attr.value.replace("_", "-")
+    return None if found is None else Number(found.value, f"the default of {flag}")
+
+
+def argparse_default(node: cst.Attribute, facts: Facts) -> cst.BaseExpression | None:
+    """The default of the option `args.NAME` reads, where `args = parser.parse_args()`."""
     owner = dotted_name(node.value)
     if owner is None or "." in owner:
         return None
     if f"{owner}.{node.attr.value}" in facts.assignments:
         return None  # `args.lr = ...`: set again after parsing
     made_by = facts.assignments.get(owner, [])
-    parsed = bool(made_by) and all(_is_parse_call(value) for value in made_by)
+    parsed = bool(made_by) and all(_is_parse_call(value, facts) for value in made_by)
     # A function's `args` parameter: the file's only parser is the one that made it.
     handed_in = any(owner in function.parameter_names() for function in facts.all_functions)
     if not parsed and (made_by or not handed_in):
@@ -130,11 +140,7 @@ def _argparse_default(node: cst.Attribute, facts: Facts, depth: int) -> Number |
         and _destination(site.node) == node.attr.value
         and (default := _keyword(site.node, "default")) is not None
     ]
-    if len(defaults) != 1:
-        return None
-    found = number_of(defaults[0], facts, depth - 1)
-    flag = "--" + node.attr.value.replace("_", "-")
-    return None if found is None else Number(found.value, f"the default of {flag}")
+    return defaults[0] if len(defaults) == 1 else None
 
 
 _NAMESPACES = ("types.SimpleNamespace", "argparse.Namespace")
@@ -217,10 +223,21 @@ def _dict_of(node: cst.BaseExpression, facts: Facts, depth: int) -> cst.Dict | N
     return None
 
 
-def _is_parse_call(value: cst.BaseExpression) -> bool:
+def _is_parse_call(value: cst.BaseExpression, facts: Facts) -> bool:
+    """`parser.parse_args()`, or a call of the file's own function that parses
+    (`args = parse_args()` with `def parse_args(): ...; return parser.parse_args()`)."""
     if isinstance(value, cst.Subscript):  # `parser.parse_known_args()[0]`
         value = value.value
-    return isinstance(value, cst.Call) and method_name(value) in _PARSE_METHODS
+    if not isinstance(value, cst.Call):
+        return False
+    if method_name(value) in _PARSE_METHODS:
+        return True
+    function = facts.functions.get(dotted_name(value.func) or "")
+    return (
+        function is not None
+        and function.node is not None
+        and any(method_name(call) in _PARSE_METHODS for call in calls_within(function.node))
+    )
 
 
 def _destination(call: cst.Call) -> str | None:

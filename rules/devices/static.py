@@ -29,6 +29,7 @@ from pitfall_guard.static.tensors import (
     string_value,
 )
 from pitfall_guard.static.torch_api import is_creation_function
+from pitfall_guard.static.values import argparse_default
 
 from .hardcoded_cuda import CUDA_STRING, HardcodedCuda
 
@@ -64,6 +65,20 @@ class DeviceMismatch(StaticRule):
     hint = "move the batch with .to(device) before the forward pass"
 
     VALID = (
+        # the batch follows the device option
+        """
+import argparse
+import torch
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args()
+args = parse_args()
+model = Net().to(args.device)
+for images, target in train_loader:
+    images = images.to(args.device, non_blocking=True)
+    output = model(images)
+""",
         """
 import torch
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -199,6 +214,20 @@ for images, labels in train_loader:
 """,
     )
     INVALID = (
+        # the device option defaults to the CPU, the batch goes to CUDA
+        """
+import argparse
+import torch
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args()
+args = parse_args()
+model = Net().to(args.device)
+for images, target in train_loader:
+    images = images.cuda(non_blocking=True)
+    output = model(images)  # expect: PG201
+""",
         # the device comes from an argparse default
         """
 import argparse
@@ -375,6 +404,8 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
         scope = site.function
         if model is not None and not self.facts.is_moved(model, scope):
             self._check_model_left_behind(site, model)
+        if model is not None and self._check_default_cpu_model(site, model):
+            return
         if (
             model is None
             or not self.facts.is_moved(model, scope)
@@ -392,6 +423,34 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
                     hint=f"{name} = {name}.to(device, non_blocking=True) before calling {model}",
                 )
                 return
+
+    def _check_default_cpu_model(self, site: CallSite, model: str) -> bool:
+        """`model.to(args.device)` with `--device` defaulting to "cpu", fed `images.cuda()`:
+        the default run puts them on different devices."""
+        moves = self.facts.moves_of(model, site.function)
+        flags = []
+        for move in moves:
+            target = move.args[0].value if method_name(move) == "to" and move.args else None
+            default = argparse_default(target, self.facts) if isinstance(
+                target, cst.Attribute
+            ) else None  # fmt: skip
+            if default is None or string_value(default) != "cpu":
+                return False
+            flags.append("--" + cst.ensure_type(target, cst.Attribute).attr.value.replace("_", "-"))
+        if not flags:
+            return False
+        for arg in site.node.args:
+            name = dotted_name(arg.value)
+            if name is not None and self._on_gpu(name):
+                self.report(
+                    site.node,
+                    f"model '{model}' goes to the device {flags[0]} names, by default \"cpu\", "
+                    f"but '{name}' is moved to CUDA: the default run fails with tensors on "
+                    "different devices",
+                    hint=f"move '{name}' with .to(the same device) instead of .cuda()",
+                )
+                return True
+        return False
 
     def _check_loss_target(self, site: CallSite) -> None:
         """`criterion(model(images), labels)`: the output is on the model's device, the

@@ -118,7 +118,7 @@ def evaluation_regions(facts: Facts) -> Iterator[EvalRegion]:
     for function in facts.all_functions:
         if (
             function.node is None
-            or function.name.startswith("test_")
+            or (function.name.startswith("test_") and _is_test_code(facts))
             # Lightning switches modes and disables grad around its *_step hooks itself.
             or (function.class_name is not None and facts.is_lightning_class(function.class_name))
             or not _EVAL_FUNCTION.search(function.name)
@@ -189,6 +189,16 @@ def _predictions_after_training(
             break
 
 
+def _imported_packages(facts: Facts) -> set[str]:
+    return {origin.split(".")[0] for origin in facts.imports.origins().values()}
+
+
+def _is_test_code(facts: Facts) -> bool:
+    """A test module, or a file that uses a test framework: its `test_*` functions are tests
+    (in a script, `test_net(net, dataset)` evaluates)."""
+    return facts.test_module or bool(_imported_packages(facts) & {"pytest", "unittest"})
+
+
 _ASKS_FOR_GRADIENTS = ("requires_grad", "autograd", ".grad", ".attribute(")
 
 
@@ -201,10 +211,7 @@ def _inference_after_eval(
         word in facts.source for word in _ASKS_FOR_GRADIENTS
     ):
         return
-    if any(
-        origin.split(".")[0] in ("unittest", "pytest", "captum")
-        for origin in facts.imports.origins().values()
-    ) or any(function.name.startswith("test") for function in facts.all_functions):
+    if _is_test_code(facts) or "captum" in _imported_packages(facts):
         return  # tests exercise modes; attribution methods differentiate the forward
     order = {site.node: index for index, site in enumerate(facts.calls)}
     switched: dict[str, int] = {}
