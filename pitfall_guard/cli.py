@@ -110,7 +110,22 @@ def _add_run_parser(
         "--max-steps",
         type=_positive_int,
         metavar="N",
-        help="stop the script cleanly after N optimizer steps, and report",
+        help="a short run that still evaluates: at most N optimizer steps per pass over a "
+        "training DataLoader (N in all outside DataLoaders), evaluation passes bounded too",
+    )
+    run.add_argument(
+        "--max-epochs",
+        type=_positive_int,
+        default=2,
+        metavar="E",
+        help="with --max-steps: training DataLoaders yield batches for E epochs (default 2), "
+        "then nothing, so the code after the epoch loop runs",
+    )
+    run.add_argument(
+        "--max-eval-batches",
+        type=_positive_int,
+        metavar="M",
+        help="with --max-steps: batches per evaluation pass (default N)",
     )
     run.add_argument(
         "--check-every",
@@ -228,7 +243,12 @@ def _run(
             "pip install 'pitfall-guard[runtime]' (or torch itself)"
         )
     guard = Guard(
-        config=config, plugins=plugins, max_steps=args.max_steps, check_every=args.check_every
+        config=config,
+        plugins=plugins,
+        max_steps=args.max_steps,
+        max_epochs=args.max_epochs,
+        max_eval_batches=args.max_eval_batches,
+        check_every=args.check_every,
     )
     # A machine-readable report must stay parseable: the script's prints go to stderr then.
     quiet_stdout = args.output_format not in ("full", "concise")
@@ -245,6 +265,9 @@ def _run(
     if not watched.anything and failure is None:
         findings.append(_nothing_watched(args.script))
     stopped = f"; stopped after --max-steps {args.max_steps}" if result.stopped else ""
+    if watched.cut_passes:
+        passes = "pass" if watched.cut_passes == 1 else "passes"
+        stopped += f"; --max-steps cut {watched.cut_passes} DataLoader {passes} short"
     print(
         f"pitfall-guard: watched {watched.describe()} of {args.script}{stopped}"
         + (f"; {failure}" if failure else ""),

@@ -47,6 +47,8 @@ class Watched:
     forwards: int = 0
     evaluations: int = 0
     ranks: int = 1
+    # DataLoader passes that `max_steps` ended early or left empty (a bounded run).
+    cut_passes: int = 0
 
     @property
     def anything(self) -> bool:
@@ -75,10 +77,13 @@ class Guard(contextlib.ContextDecorator):
     """A context manager (and decorator) that watches the training code it wraps.
 
     `select`/`extend_select`/`ignore` narrow the configured codes (`[tool.pitfall-guard]` of
-    the nearest pyproject.toml, or `config`). `max_steps` stops the code cleanly after that
-    many optimizer steps: the `with` block ends there and `stopped` is True. Values that live on
-    the device (the loss, update sizes) are read every `check_every` steps and at exit, never
-    once per step.
+    the nearest pyproject.toml, or `config`). `max_steps` makes a short run that still
+    evaluates (`pitfall_guard.runtime.bounds`): each pass over a training DataLoader ends after
+    `max_steps` optimizer steps, evaluation passes after `max_eval_batches` batches (default
+    `max_steps`), training loaders yield nothing after `max_epochs` epochs, and `max_steps`
+    steps outside any DataLoader stop the code cleanly: the `with` block ends there and
+    `stopped` is True. Values that live on the device (the loss, update sizes) are read every
+    `check_every` steps and at exit, never once per step.
     """
 
     _active: ClassVar[Guard | None] = None
@@ -93,6 +98,8 @@ class Guard(contextlib.ContextDecorator):
         plugins: Plugins | None = None,
         monitors: Sequence[type[RuntimeMonitor]] | None = None,
         max_steps: int | None = None,
+        max_epochs: int = 2,
+        max_eval_batches: int | None = None,
         check_every: int = DEFAULT_CHECK_EVERY,
     ) -> None:
         if check_every < 1:
@@ -104,6 +111,8 @@ class Guard(contextlib.ContextDecorator):
         available = self.plugins.runtime_monitors if monitors is None else monitors
         self.monitor_types = [m for m in available if self.config.is_enabled(m.code)]
         self.max_steps = max_steps
+        self.max_epochs = max_epochs
+        self.max_eval_batches = max_eval_batches
         self.check_every = check_every
         self.stopped = False
         self.ranks: distributed.RankInfo | None = None
@@ -133,7 +142,8 @@ class Guard(contextlib.ContextDecorator):
         if dispatcher is None:
             return self._watched
         ranks = self.ranks.world_size if self.ranks is not None else 1
-        return Watched(dispatcher.steps, dispatcher.forwards, dispatcher.evaluations, ranks)
+        cut = dispatcher.bounds.cut_passes if dispatcher.bounds is not None else 0
+        return Watched(dispatcher.steps, dispatcher.forwards, dispatcher.evaluations, ranks, cut)
 
     @property
     def findings(self) -> list[Finding]:
@@ -177,6 +187,8 @@ class Guard(contextlib.ContextDecorator):
             on_failure=self._listener_failed,
             check_every=self.check_every,
             max_steps=self.max_steps,
+            max_epochs=self.max_epochs,
+            max_eval_batches=self.max_eval_batches,
         )
         Guard._active = self
         self._dispatcher.boundary = sys._getframe(1)

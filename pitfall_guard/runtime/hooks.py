@@ -19,6 +19,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pitfall_guard.runtime.attribution import is_library_frame
+from pitfall_guard.runtime.bounds import LoaderBounds
 from pitfall_guard.runtime.monitor import EVENTS, RuntimeListener
 
 if TYPE_CHECKING:
@@ -102,11 +103,29 @@ class EventDispatcher:
         on_failure: Callable[[RuntimeListener, BaseException], None],
         check_every: int = 10,
         max_steps: int | None = None,
+        max_epochs: int = 2,
+        max_eval_batches: int | None = None,
     ) -> None:
         self.listeners = list(listeners)
         self.on_failure = on_failure
         self.check_every = check_every
         self.max_steps = max_steps
+        self.bounds = (
+            None
+            if max_steps is None
+            else LoaderBounds(
+                max_steps,
+                max_epochs,
+                max_eval_batches or max_steps,
+                steps=lambda: self.steps,
+                evaluating=self._evaluating,
+                stop=self.stop,
+            )
+        )
+        self.last_model: torch.nn.Module | None = None
+        self._weighted: weakref.WeakKeyDictionary[torch.nn.Module, bool] = (
+            weakref.WeakKeyDictionary()
+        )
         self.steps = 0
         # What was watched: the model's forward passes, those that evaluate (in eval mode or
         # with gradients off), and whether --max-steps has stopped the script.
@@ -194,6 +213,8 @@ class EventDispatcher:
             self._wrap_zero_grad(torch.nn.Module, lambda module: list(module.parameters()))
         if self._backward:
             self._wrap_backward(torch.Tensor)
+        if self.bounds is not None:
+            self.bounds.install()
 
     def _wants_params(self) -> bool:
         return bool(self._grad_arriving or self._grad_accumulated)
@@ -230,6 +251,8 @@ class EventDispatcher:
         self._restores.append(lambda: setattr(tensor_type, "backward", original))
 
     def uninstall(self) -> None:
+        if self.bounds is not None:
+            self.bounds.uninstall()
         for handle in self._handles:
             handle.remove()
         for _, handles in self._hooked_params.values():
@@ -280,9 +303,11 @@ class EventDispatcher:
         if self.model is None and not is_loss and not self._is_wrapper(module):
             self.model = module
             self._model_depth = depth
-            self.forwards += 1
-            if not module.training or not self._grad_enabled():
-                self.evaluations += 1
+            if self._has_weights(module):  # not a transform of the data pipeline
+                self.forwards += 1
+                self.last_model = module
+                if not module.training or not self._grad_enabled():
+                    self.evaluations += 1
             if self._unhooked(module):
                 self._hook_params(module, module.parameters())
             if self._model_call:
@@ -292,6 +317,12 @@ class EventDispatcher:
             self._emit(self._module_call, module, args)
         if is_loss and self._loss_call:
             self._emit(self._loss_call, module, args)
+
+    def _has_weights(self, module: torch.nn.Module) -> bool:
+        known = self._weighted.get(module)
+        if known is None:
+            known = self._weighted[module] = next(module.parameters(), None) is not None
+        return known
 
     def _is_wrapper(self, module: torch.nn.Module) -> bool:
         # FSDP by name: importing it costs most of a second, and most runs never use it.
@@ -351,8 +382,12 @@ class EventDispatcher:
         self.steps += 1
         if self.steps % self.check_every == 0:
             self.read_device_state(final=False)
-        if self.max_steps is not None and self.steps >= self.max_steps:
-            self.stop()
+        if self.bounds is not None:
+            self.bounds.step_done()
+
+    def _evaluating(self) -> bool:
+        model = self.last_model
+        return not self._grad_enabled() or (model is not None and not model.training)
 
     def stop(self) -> None:
         """End the guarded code now. A bare `except:` in the script may catch the stop: it is
