@@ -15,6 +15,7 @@ import contextlib
 import io
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -69,6 +70,9 @@ def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else many or one + 's'}"
 
 
+_COMPILE_HOOKS_WARNING = r"Using `torch.compile\(module\)` when there are global hooks"
+
+
 class GuardError(RuntimeError):
     """The guard was used in a way it cannot work (say, two guards active at once)."""
 
@@ -120,7 +124,7 @@ class Guard(contextlib.ContextDecorator):
         self._dispatcher: EventDispatcher | None = None
         self._services: dict[type[RuntimeListener], RuntimeListener] = {}
         self._monitors: list[RuntimeMonitor] = []
-        self._restore_distributed: contextlib.ExitStack | None = None
+        self._on_exit: contextlib.ExitStack | None = None
         self._finished = False
         self._watched = Watched()
 
@@ -194,8 +198,12 @@ class Guard(contextlib.ContextDecorator):
         self._dispatcher.boundary = sys._getframe(1)
         try:
             self._dispatcher.install()
-            self._restore_distributed = contextlib.ExitStack()
-            self._restore_distributed.enter_context(distributed.gather_before_teardown(self))
+            self._on_exit = contextlib.ExitStack()
+            # torch.compile warns that global hooks fire for its OptimizedModule too: those are
+            # the guard's, which watch the compiled module from outside on purpose.
+            self._on_exit.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message=_COMPILE_HOOKS_WARNING)
+            self._on_exit.enter_context(distributed.gather_before_teardown(self))
         except BaseException:
             self._close()
             raise
@@ -243,9 +251,9 @@ class Guard(contextlib.ContextDecorator):
             if dispatcher is not None:
                 dispatcher.release_stop()
                 dispatcher.uninstall()
-            if self._restore_distributed is not None:
-                self._restore_distributed.close()
-                self._restore_distributed = None
+            if self._on_exit is not None:
+                self._on_exit.close()
+                self._on_exit = None
         finally:
             Guard._active = None
 

@@ -201,6 +201,8 @@ class EventDispatcher:
         self._wrapper_types = (DataParallel, DistributedDataParallel)
         self._current_autograd_node = torch._C._current_autograd_node
         self._grad_enabled = torch.is_grad_enabled
+        # dynamo reads it as True while it traces: the hooks then add nothing to the graph.
+        self._compiling = torch.compiler.is_compiling
         # Always: they count the forward passes the verdict reports, and stop the script.
         self._handles.append(module_hooks.register_module_forward_pre_hook(self._forward_pre))
         self._handles.append(
@@ -291,6 +293,10 @@ class EventDispatcher:
     # -- the hooks -----------------------------------------------------------------------------
 
     def _forward_pre(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if self._compiling():
+            # Inside a region torch.compile traces: the guard watches the compiled module from
+            # outside (its own call is eager), and adds nothing to the graph.
+            return
         # Other threads (DataParallel replicas) and forwards re-run inside a backward pass
         # (activation checkpointing) are not the user's forward passes.
         if threading.get_ident() != self._thread or self._current_autograd_node() is not None:
@@ -331,6 +337,8 @@ class EventDispatcher:
         )
 
     def _forward_post(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if self._compiling():
+            return
         if threading.get_ident() != self._thread or self._current_autograd_node() is not None:
             return
         depth = self.depth - 1 if self.depth > 0 else 0
