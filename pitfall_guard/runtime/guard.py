@@ -275,6 +275,11 @@ class Guard(contextlib.ContextDecorator):
         assert isinstance(service, service_type)
         return service
 
+    @property
+    def stepping(self) -> bool:
+        """Whether an optimizer step is running (the closure of `step(closure)`, say)."""
+        return self._dispatcher is not None and self._dispatcher.stepping is not None
+
     def user_site(self) -> Site | None:
         """The user's line that is running now."""
         return attribution.user_site(skip=2)

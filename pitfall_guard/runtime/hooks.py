@@ -138,7 +138,8 @@ class EventDispatcher:
         self.depth = 0
         self.model: torch.nn.Module | None = None
         self._model_depth = -1
-        self._stepping: torch.optim.Optimizer | None = None
+        # The optimizer whose step is running.
+        self.stepping: torch.optim.Optimizer | None = None
         self._thread = threading.get_ident()
         self._handles: list[RemovableHandle] = []
         self._restores: list[Callable[[], None]] = []
@@ -203,6 +204,7 @@ class EventDispatcher:
         self._grad_enabled = torch.is_grad_enabled
         # dynamo reads it as True while it traces: the hooks then add nothing to the graph.
         self._compiling = torch.compiler.is_compiling
+        self._transforming = torch._C._functorch.peek_interpreter_stack
         # Always: they count the forward passes the verdict reports, and stop the script.
         self._handles.append(module_hooks.register_module_forward_pre_hook(self._forward_pre))
         self._handles.append(
@@ -243,7 +245,7 @@ class EventDispatcher:
         dispatcher = self
 
         def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() == dispatcher._thread:
+            if threading.get_ident() == dispatcher._thread and dispatcher._transforming() is None:
                 dispatcher._emit(dispatcher._backward, self)
             return original(self, *args, **kwargs)
 
@@ -293,9 +295,10 @@ class EventDispatcher:
     # -- the hooks -----------------------------------------------------------------------------
 
     def _forward_pre(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        if self._compiling():
+        if self._compiling() or self._transforming() is not None:
             # Inside a region torch.compile traces: the guard watches the compiled module from
-            # outside (its own call is eager), and adds nothing to the graph.
+            # outside (its own call is eager), and adds nothing to the graph. Under
+            # torch.func transforms (vmap, grad) the tensors are wrappers: left alone.
             return
         # Other threads (DataParallel replicas) and forwards re-run inside a backward pass
         # (activation checkpointing) are not the user's forward passes.
@@ -337,7 +340,7 @@ class EventDispatcher:
         )
 
     def _forward_post(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if self._compiling():
+        if self._compiling() or self._transforming() is not None:
             return
         if threading.get_ident() != self._thread or self._current_autograd_node() is not None:
             return
@@ -375,17 +378,17 @@ class EventDispatcher:
     def _step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.stopping:
             raise MaxStepsReached(self.steps)
-        if self._stepping is not None and self._stepping is not optimizer:
+        if self.stepping is not None and self.stepping is not optimizer:
             return  # a wrapper optimizer stepping its inner one is one step
-        self._stepping = optimizer
+        self.stepping = optimizer
         if self._unhooked(optimizer):
             self._hook_params(optimizer, optimizer_params(optimizer))
         self._emit(self._step, optimizer)
 
     def _step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if optimizer is not self._stepping:
+        if optimizer is not self.stepping:
             return
-        self._stepping = None
+        self.stepping = None
         self._emit(self._step_done, optimizer)
         self.steps += 1
         if self.steps % self.check_every == 0:

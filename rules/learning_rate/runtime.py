@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 SAMPLED_STEPS = 3  # the first steps of each window of K steps have their update measured
 TOO_HIGH = 1.0  # updates as large as the weights themselves, step after step
 TOO_LOW = 1e-5  # the weights barely move: a thousandth of the ~1e-3..1e-2 that trains
+SURELY_LOW_LR = 1e-5  # below the usual range of every optimizer (Adam fine-tuning: 1e-5)
 NEAR_ZERO_RMS = 1e-3  # weights that start with a root-mean-square below this are left out
 WEIGHT_BUDGET = 16_000_000  # elements copied per sampled step, at most
 EMA_BETA = 0.98  # the smoothing of the LR range test (fastai's lr_find)
@@ -60,7 +61,8 @@ class LearningRateOutOfRangeMonitor(RuntimeMonitor):
     A learning rate far outside what trains, measured by the update/weight ratio: how much a
     step changes the weights relative to their size (`|w_after - w_before| / |w_before|`,
     over the weight matrices). Over a window of sampled steps it stays above 1 (lr far too
-    high) or below 1e-5 (lr far too low, at the optimizer's initial lr).
+    high) or below 1e-5 (lr far too low, at the optimizer's initial lr, when that lr is below
+    1e-5: tiny updates at a usual lr come from tiny gradients, a converged model).
 
     ## Why it matters
     With updates as large as the weights, training jumps around and diverges or dies (dead
@@ -92,6 +94,23 @@ optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 for _ in range(12):
     optimizer.zero_grad()
     nn.functional.mse_loss(model(torch.randn(16, 8)), torch.randn(16, 1)).backward()
+    optimizer.step()
+""",
+        # a converged model: tiny updates from tiny gradients, at a usual lr
+        """
+import torch
+from torch import nn
+torch.manual_seed(0)
+model = nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+inputs = torch.randn(64, 4)
+targets = inputs @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+with torch.no_grad():
+    model.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 3.0]]) + 1e-4)
+    model.bias.zero_()
+for _ in range(30):
+    optimizer.zero_grad()
+    nn.functional.mse_loss(model(inputs), targets).backward()
     optimizer.step()
 """,
     )
@@ -217,8 +236,15 @@ for _ in range(3):
         if typical > TOO_HIGH:
             low, high = _lr_range(lr, max(valid))
             verdict = "far too high"
-        elif typical < TOO_LOW and lr <= float(window.initial_lr) and lrs[0] == lr:
-            # Only the lr the user chose: a decayed or warming-up schedule is not a mistake.
+        elif (
+            typical < TOO_LOW
+            and lr < SURELY_LOW_LR
+            and lr <= float(window.initial_lr)
+            and lrs[0] == lr
+        ):
+            # Only the lr the user chose: a decayed or warming-up schedule is not a mistake;
+            # and only below every optimizer's usual range: tiny updates at a usual lr mean
+            # tiny gradients, a model that has converged.
             low, high = _lr_range(lr, typical)
             verdict = "far too low"
         else:
@@ -245,14 +271,21 @@ class _LossSeries:
     steps: int = 0
     initial: float | None = None
     best: float = math.inf
+    # A loss that went negative is a signed objective (a policy gradient), not a loss to
+    # drive down to zero: only NaN is judged then.
+    signed: bool = False
 
 
 class LossDivergedMonitor(RuntimeMonitor):
     """
     ## What it catches
     A training loss that is NaN or infinite, or that diverges: its smoothed value (the
-    debiased moving average an LR range test uses) rises above 4 times its best and above
-    where it started.
+    debiased moving average an LR range test uses) rises above 4 times its best (once it has
+    settled, after 10 steps) and above where it started, and is still there at the end of
+    the window read. Each loss module is followed per line (a GAN's two losses through one
+    BCELoss are two series), a loss that goes negative (a policy gradient's signed
+    objective) is judged for NaN only, and the probes LBFGS evaluates in `step(closure)` are
+    not training losses.
 
     ## Why it matters
     Once the loss is NaN, every weight becomes NaN at the next step and the rest of the run is
@@ -289,6 +322,63 @@ for _ in range(30):
     optimizer.zero_grad()
     loss_fn(model(inputs), targets).backward()
     optimizer.step()
+""",
+        # a GAN's two losses through one BCELoss (the discriminator's low, the generator's
+        # higher) are two series, not one that seems to rise
+        """
+import torch
+from torch import nn
+D = nn.Linear(1, 1)
+opt_d = torch.optim.SGD(D.parameters(), lr=1e-3)
+bce = nn.BCELoss()
+one = torch.ones(1)
+for _ in range(40):
+    opt_d.zero_grad()
+    confident = torch.sigmoid(D(torch.ones(1, 1)).reshape(1) * 0 + 4.6)
+    bce(confident, one).backward()  # about 0.01
+    unsure = torch.sigmoid(D(torch.ones(1, 1)).reshape(1) * 0)
+    bce(unsure, one).backward()  # about 0.69
+    opt_d.step()
+""",
+        # an early spike the loss comes back from; a signed policy-gradient objective
+        """
+import torch
+from torch import nn
+model = nn.Linear(1, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+values = [0.1, 6.0, 5.0, 3.0] + [1.0 / (1 + i) for i in range(40)]
+for value in values:
+    optimizer.zero_grad()
+    (model(torch.ones(1, 1)).sum() * 0 + value).backward()
+    optimizer.step()
+policy = nn.Linear(4, 2)
+opt_p = torch.optim.SGD(policy.parameters(), lr=1e-3)
+for step in range(40):
+    opt_p.zero_grad()
+    log_prob = torch.log_softmax(policy(torch.randn(8, 4)), dim=1)[:, 0]
+    reward = torch.full((8,), 10.0 * (step % 5) - 15.0)
+    (-(log_prob * reward).mean()).backward()
+    opt_p.step()
+""",
+        # LBFGS probes the closure during its line search
+        """
+import torch
+from torch import nn
+torch.manual_seed(0)
+x = torch.linspace(-1, 1, 50).unsqueeze(1)
+y = 3 * x**2 - x
+model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
+optimizer = torch.optim.LBFGS(
+    model.parameters(), lr=1.0, max_iter=20, line_search_fn="strong_wolfe"
+)
+loss_fn = nn.MSELoss()
+def closure():
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    return loss
+for _ in range(15):
+    optimizer.step(closure)
 """,
     )
     INVALID = (
@@ -333,6 +423,7 @@ for _ in range(30):
 
         self._torch = torch
         self._series: dict[object, _LossSeries] = {}
+        self._recorded_in_step = False
         # The latest outputs of loss modules, by identity (`==` on tensors would compare
         # values, on the device): their backward() is already followed by on_loss_return.
         self._module_losses: deque[weakref.ref[torch.Tensor]] = deque(maxlen=16)
@@ -342,7 +433,11 @@ for _ in range(30):
         if getattr(output, "grad_fn", None) is None or output.numel() != 1:
             return
         self._module_losses.append(weakref.ref(output))
-        self._record(id(loss), loss, output)
+        # Per loss module and line: a GAN's discriminator and generator losses may share one
+        # BCELoss, and are two series.
+        site = self.guard.user_site()
+        key = (id(loss), site.code, site.line) if site is not None else (id(loss),)
+        self._record(key, loss, output, site)
 
     def on_backward(self, tensor: torch.Tensor) -> None:
         # A loss computed with functions (F.mse_loss, a formula): seen when it is
@@ -353,9 +448,18 @@ for _ in range(30):
         key = ("backward", site.code, site.line) if site is not None else ("backward",)
         self._record(key, _FunctionalLoss(), tensor, site)
 
+    def on_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._recorded_in_step = False
+
     def _record(
         self, key: object, loss: Any, output: torch.Tensor, site: Site | None = None
     ) -> None:
+        if self.guard.stepping:
+            # `optimizer.step(closure)`: LBFGS evaluates the closure again during its line
+            # search; the first evaluation is the step's loss, the others are probes.
+            if self._recorded_in_step:
+                return
+            self._recorded_in_step = True
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _LossSeries(loss, site or self.guard.user_site())
@@ -371,25 +475,31 @@ for _ in range(30):
     def _read(self, series: _LossSeries) -> None:
         values = self._torch.stack(series.pending).float().tolist()  # the one sync
         series.pending.clear()
-        nonfinite, diverged, worst = 0, 0, 0.0
+        nonfinite, diverged, worst, still = 0, 0, 0.0, False
         for value in values:
             if not math.isfinite(value):
                 nonfinite += 1
                 continue
+            series.signed = series.signed or value < 0
             series.steps += 1
             series.average = EMA_BETA * series.average + (1 - EMA_BETA) * value
             smoothed = series.average / (1 - EMA_BETA**series.steps)
             if series.initial is None:
                 series.initial = smoothed
+            if series.steps < MIN_STEPS_FOR_TREND:
+                continue  # the best is judged once the average has settled, not on step 1
             series.best = min(series.best, smoothed)
-            if (
-                series.steps >= MIN_STEPS_FOR_TREND
+            still = (
+                not series.signed
                 and series.best > 0
                 and smoothed > DIVERGED_FACTOR * series.best
                 and smoothed > series.initial
-            ):
+            )
+            if still:
                 diverged += 1
                 worst = max(worst, smoothed)
+        if not still:
+            diverged = 0  # a spike the loss came back from, by the end of this window
         name = (
             "training" if isinstance(series.loss, _FunctionalLoss) else type(series.loss).__name__
         )

@@ -1,5 +1,5 @@
-"""The guard never breaks a compiled model: its hooks stay out of what torch.compile traces,
-and it watches the compiled module from outside."""
+"""The guard never breaks a compiled or transformed model: its hooks stay out of what
+torch.compile traces and of torch.func transforms, and it watches the module from outside."""
 
 from __future__ import annotations
 
@@ -35,3 +35,29 @@ def test_a_module_compiled_in_place_trains_and_is_checked() -> None:
     assert error is None
     assert guard.watched.steps == 4
     assert [finding.code for finding in guard.findings] == ["PG101"]
+
+
+def test_per_sample_gradients_with_torch_func_are_left_alone() -> None:
+    guard, error = guarded(
+        """
+        import torch
+        from torch import nn
+        from torch.func import functional_call, grad, vmap
+        model = nn.Linear(4, 2)
+        criterion = nn.CrossEntropyLoss()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        def loss_fn(p, x, y):
+            return criterion(functional_call(model, p, (x.unsqueeze(0),)), y.unsqueeze(0))
+        for step in range(3):
+            x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+            per_sample = vmap(grad(loss_fn), in_dims=(None, 0, 0))(params, x, y)
+            for name, p in model.named_parameters():
+                p.grad = per_sample[name].mean(0)
+            optimizer.step()
+            optimizer.zero_grad()
+        """
+    )
+    assert error is None
+    assert guard.findings == []  # no PG002: the monitors never see functorch's wrappers
+    assert guard.watched.steps == 3
