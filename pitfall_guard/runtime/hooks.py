@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pitfall_guard.runtime.attribution import is_library_frame
 from pitfall_guard.runtime.bounds import LoaderBounds
+from pitfall_guard.runtime.functional import FunctionalLosses
 from pitfall_guard.runtime.monitor import EVENTS, RuntimeListener
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class EventDispatcher:
             )
         )
         self.last_model: torch.nn.Module | None = None
+        self._functional: FunctionalLosses | None = None
+        self._loss_depth = 0  # inside a loss module's forward: its F.* call is not another
         self._weighted: weakref.WeakKeyDictionary[torch.nn.Module, bool] = (
             weakref.WeakKeyDictionary()
         )
@@ -219,6 +222,9 @@ class EventDispatcher:
             self._wrap_backward(torch.Tensor)
         if self.bounds is not None:
             self.bounds.install()
+        if self._loss_call or self._loss_return:
+            self._functional = FunctionalLosses(self)
+            self._functional.install()
 
     def _wants_params(self) -> bool:
         return bool(self._grad_arriving or self._grad_accumulated)
@@ -257,6 +263,9 @@ class EventDispatcher:
     def uninstall(self) -> None:
         if self.bounds is not None:
             self.bounds.uninstall()
+        if self._functional is not None:
+            self._functional.uninstall()
+            self._functional = None
         for handle in self._handles:
             handle.remove()
         for _, handles in self._hooked_params.values():
@@ -324,8 +333,31 @@ class EventDispatcher:
         # The `if`s skip a call per module call when no listener wants the event.
         if self._module_call:
             self._emit(self._module_call, module, args)
-        if is_loss and self._loss_call:
-            self._emit(self._loss_call, module, args)
+        if is_loss:
+            self._loss_depth += 1
+            if self._loss_call:
+                self._emit(self._loss_call, module, args)
+
+    # -- losses computed with torch.nn.functional (runtime/functional.py) --------------------
+
+    def watches_functional_loss(self) -> bool:
+        return (
+            not self._loss_depth
+            and not self._compiling()
+            and self._transforming() is None
+            and threading.get_ident() == self._thread
+            and self._current_autograd_node() is None
+        )
+
+    def functional_loss_call(self, stand_in: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if self._loss_call:
+            self._emit(self._loss_call, stand_in, args)
+
+    def functional_loss_return(
+        self, stand_in: torch.nn.Module, args: tuple[Any, ...], output: Any
+    ) -> None:
+        if self._loss_return:
+            self._emit(self._loss_return, stand_in, args, output)
 
     def _has_weights(self, module: torch.nn.Module) -> bool:
         known = self._weighted.get(module)
@@ -346,6 +378,8 @@ class EventDispatcher:
             return
         depth = self.depth - 1 if self.depth > 0 else 0
         self.depth = depth
+        if self._loss_depth and isinstance(module, self._loss_type):
+            self._loss_depth -= 1
         is_model = module is self.model and depth == self._model_depth
         if is_model or depth == 0:
             self.model = None

@@ -391,15 +391,18 @@ inputs, targets = torch.randn(8, 4), torch.randn(8, 1)
 inputs[0, 0] = float("nan")
 loss_fn(model(inputs), targets).backward()  # expect: PG502
 """,
-        # a loss computed with functions is seen when it is back-propagated
+        # a loss of torch.nn.functional is seen where it is computed; a formula when it is
+        # back-propagated
         """
 import torch
 from torch import nn
 model = nn.Linear(4, 1)
 inputs, targets = torch.randn(8, 4), torch.randn(8, 1)
 inputs[0, 0] = float("nan")
-loss = nn.functional.mse_loss(model(inputs), targets)
-loss.backward()  # expect: PG502
+loss = nn.functional.mse_loss(model(inputs), targets)  # expect: PG502
+loss.backward()
+formula = ((model(inputs) - targets) ** 2).mean()
+formula.backward()  # expect: PG502
 """,
         """
 import torch

@@ -126,6 +126,13 @@ def _broadcasting_losses() -> tuple[type[torch.nn.Module], ...]:
     return (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 
 
+@functools.cache
+def _cross_entropy() -> type[torch.nn.Module]:
+    from torch import nn
+
+    return nn.CrossEntropyLoss
+
+
 class LossBroadcastMonitor(RuntimeMonitor):
     """
     ## What it catches
@@ -178,6 +185,16 @@ from torch import nn
 warnings.simplefilter("ignore")
 model = nn.Linear(4, 1)
 nn.MSELoss()(model(torch.randn(8, 4)), torch.randn(8)).backward()  # expect: PG402
+""",
+        # the functional API, as Lightning and timm write it
+        """
+import warnings
+import torch
+import torch.nn.functional as F
+warnings.simplefilter("ignore")
+model = torch.nn.Linear(4, 1)
+F.mse_loss(model(torch.randn(8, 4)), torch.randn(8)).backward()  # expect: PG402
+F.l1_loss(input=model(torch.randn(8, 4)), target=torch.randn(8)).backward()  # expect: PG402
 """,
     )
 
@@ -240,6 +257,12 @@ nn.CrossEntropyLoss()(model[0](torch.randn(8, 4)), torch.randint(0, 3, (8,))).ba
     INVALID = (
         """
 import torch
+import torch.nn.functional as F
+model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
+F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()  # expect: PG403
+""",
+        """
+import torch
 from torch import nn
 model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))
 loss_fn = nn.CrossEntropyLoss()
@@ -248,7 +271,7 @@ loss_fn(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()  # expec
     )
 
     def on_loss_call(self, loss: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        if type(loss).__name__ != "CrossEntropyLoss" or not args:
+        if not isinstance(loss, _cross_entropy()) or not args:
             return
         node = getattr(args[0], "grad_fn", None)
         # Look through casts, views and copies (autocast inserts them) for a softmax.
@@ -257,9 +280,10 @@ loss_fn(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()  # expec
                 return
             kind = type(node).__name__
             if kind.startswith("SoftmaxBackward"):
+                name = type(loss).__name__
                 self.report(
-                    "CrossEntropyLoss gets the output of a softmax: it applies log-softmax "
-                    "itself, so it trains on a softmax of probabilities, with vanishing gradients"
+                    f"{name} gets the output of a softmax: it applies log-softmax itself, so it "
+                    "trains on a softmax of probabilities, with vanishing gradients"
                 )
                 return
             if not kind.startswith(("ToCopyBackward", "ViewBackward", "CloneBackward")):
