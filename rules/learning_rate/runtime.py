@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
     from pitfall_guard.runtime.guard import Guard
 
-SAMPLED_STEPS = 3  # the first steps of each window of K steps have their update measured
+SAMPLED_STEPS = 3  # the first steps of a window of K steps have their update measured...
+# ...in windows 0, 1, 2, 4, 8, 16...: early for a short run, ever rarer after (the copy of
+# the weights a measure needs costs more than the rest of the guard's step).
 TOO_HIGH = 1.0  # updates as large as the weights themselves, step after step
 TOO_LOW = 1e-5  # the weights barely move: a thousandth of the ~1e-3..1e-2 that trains
 SURELY_LOW_LR = 1e-5  # below the usual range of every optimizer (Adam fine-tuning: 1e-5)
@@ -162,7 +164,9 @@ for _ in range(3):
         return window
 
     def on_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.guard.steps % self.guard.check_every >= SAMPLED_STEPS:
+        steps, every = self.guard.steps, self.guard.check_every
+        window = steps // every
+        if steps % every >= SAMPLED_STEPS or window & (window - 1):
             return
         window = self._window(optimizer)
         weights = [weight for weight in window.weights if weight.grad is not None]
