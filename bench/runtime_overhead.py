@@ -3,8 +3,9 @@
 `--model reference` (default) is the reference's step (MnistCnn, Adam, CrossEntropyLoss,
 AMP on CUDA); `--model mlp` a learner's tiny 2-layer MLP (784-128-10, SGD), where the guard's
 fixed host cost per step shows most. Both run on synthetic batches made once on the device,
-so the figure is the guard's cost on the model alone. Guarded and unguarded rounds alternate, so drift (clocks, caches) hits both alike; the
-step time of each side is its median round. On CUDA the host-device syncs of each side are
+so the figure is the guard's cost on the model alone. Guarded and unguarded rounds
+alternate, so drift (clocks, caches) hits both alike; the step time of each side is its
+median round. On CUDA the host-device syncs of each side are
 counted too (torch.cuda.set_sync_debug_mode("warn")): the guard's are its reads every K steps.
 
     python bench/runtime_overhead.py --device auto --steps 40 --rounds 5

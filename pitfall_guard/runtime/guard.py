@@ -275,6 +275,10 @@ class Guard(contextlib.ContextDecorator):
         assert isinstance(service, service_type)
         return service
 
+    def optimizer_site(self, optimizer: torch.optim.Optimizer) -> Site | None:
+        """The line that built `optimizer`, when it was built under this guard."""
+        return None if self._dispatcher is None else self._dispatcher.optimizer_sites.get(optimizer)
+
     @property
     def stepping(self) -> bool:
         """Whether an optimizer step is running (the closure of `step(closure)`, say)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pitfall_guard.runtime.attribution import is_library_frame
+from pitfall_guard.runtime.attribution import Site, is_library_frame, user_site
 from pitfall_guard.runtime.bounds import LoaderBounds
 from pitfall_guard.runtime.functional import FunctionalLosses
 from pitfall_guard.runtime.monitor import EVENTS, RuntimeListener
@@ -125,6 +125,9 @@ class EventDispatcher:
         )
         self.last_model: torch.nn.Module | None = None
         self._functional: FunctionalLosses | None = None
+        self.optimizer_sites: weakref.WeakKeyDictionary[torch.optim.Optimizer, Site] = (
+            weakref.WeakKeyDictionary()
+        )
         self._loss_depth = 0  # inside a loss module's forward: its F.* call is not another
         self._weighted: weakref.WeakKeyDictionary[torch.nn.Module, bool] = (
             weakref.WeakKeyDictionary()
@@ -213,6 +216,7 @@ class EventDispatcher:
         self._handles.append(
             module_hooks.register_module_forward_hook(self._forward_post, always_call=True)
         )
+        self._wrap_optimizer_init(torch.optim.Optimizer)
         self._handles.append(optimizer_hooks.register_optimizer_step_pre_hook(self._step_pre))
         self._handles.append(optimizer_hooks.register_optimizer_step_post_hook(self._step_post))
         if self._grads_cleared or self._wants_params():
@@ -245,6 +249,23 @@ class EventDispatcher:
         zero_grad.__doc__ = original.__doc__
         owner.zero_grad = zero_grad  # type: ignore[attr-defined]
         self._restores.append(lambda: setattr(owner, "zero_grad", original))
+
+    def _wrap_optimizer_init(self, optimizer_type: type) -> None:
+        """Where each optimizer made under the guard is built: the line a learning-rate
+        finding points at (the step is where it shows, the constructor where it is fixed)."""
+        original = optimizer_type.__dict__["__init__"]
+        sites = self.optimizer_sites
+
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            if self not in sites:  # the outermost constructor's line (a subclass calls super)
+                site = user_site(skip=2)
+                if site is not None:
+                    sites[self] = site
+
+        __init__.__wrapped__ = original  # type: ignore[attr-defined]
+        optimizer_type.__init__ = __init__  # type: ignore[misc]
+        self._restores.append(lambda: setattr(optimizer_type, "__init__", original))
 
     def _wrap_backward(self, tensor_type: type) -> None:
         original = tensor_type.__dict__["backward"]

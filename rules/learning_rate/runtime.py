@@ -64,7 +64,8 @@ class LearningRateOutOfRangeMonitor(RuntimeMonitor):
     step changes the weights relative to their size (`|w_after - w_before| / |w_before|`,
     over the weight matrices). Over a window of sampled steps it stays above 1 (lr far too
     high) or below 1e-5 (lr far too low, at the optimizer's initial lr, when that lr is below
-    1e-5: tiny updates at a usual lr come from tiny gradients, a converged model).
+    1e-5: tiny updates at a usual lr come from tiny gradients, a converged model). It is said
+    at the line that builds the optimizer (where the lr is fixed), with the line of its steps.
 
     ## Why it matters
     With updates as large as the weights, training jumps around and diverges or dies (dead
@@ -121,21 +122,21 @@ for _ in range(30):
 import torch
 from torch import nn
 model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
-optimizer = torch.optim.Adam(model.parameters(), lr=50.0)
+optimizer = torch.optim.Adam(model.parameters(), lr=50.0)  # expect: PG501
 for _ in range(3):
     optimizer.zero_grad()
     nn.functional.mse_loss(model(torch.randn(16, 8)), torch.randn(16, 1)).backward()
-    optimizer.step()  # expect: PG501
+    optimizer.step()
 """,
         """
 import torch
 from torch import nn
 model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
-optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)  # expect: PG501
 for _ in range(3):
     optimizer.zero_grad()
     nn.functional.mse_loss(model(torch.randn(16, 8)), torch.randn(16, 1)).backward()
-    optimizer.step()  # expect: PG501
+    optimizer.step()
 """,
     )
 
@@ -253,11 +254,18 @@ for _ in range(3):
             verdict = "far too low"
         else:
             return
+        # Said where the optimizer is built (where the lr is fixed), with the step's line.
+        built = self.guard.optimizer_site(optimizer)
+        stepped = (
+            f" (measured at its steps, line {window.site.line})"
+            if built is not None and window.site is not None and built.line != window.site.line
+            else ""
+        )
         self.report(
             f"{name} with lr={lr:g} changes the weights by {typical:.2g}x their size per "
-            f"step (training works around 1e-3..1e-1): the learning rate is {verdict}; "
+            f"step (training works around 1e-3..1e-1){stepped}: the learning rate is {verdict}; "
             f"try lr between {low:.0e} and {high:.0e}",
-            site=window.site,
+            site=built or window.site,
             count=len(valid),
         )
 
@@ -278,6 +286,7 @@ class _LossSeries:
     # A loss that went negative is a signed objective (a policy gradient), not a loss to
     # drive down to zero: only NaN is judged then.
     signed: bool = False
+    diverged: bool = False  # then a NaN that follows is said where the divergence was
 
 
 class LossDivergedMonitor(RuntimeMonitor):
@@ -289,7 +298,8 @@ class LossDivergedMonitor(RuntimeMonitor):
     the window read. Each loss module is followed per line (a GAN's two losses through one
     BCELoss are two series), a loss that goes negative (a policy gradient's signed
     objective) is judged for NaN only, and the probes LBFGS evaluates in `step(closure)` are
-    not training losses.
+    not training losses. With one optimizer, a divergence (and the NaN it ends in) is said at
+    the line that builds it, with the loss's line: its learning rate is the usual fix.
 
     ## Why it matters
     Once the loss is NaN, every weight becomes NaN at the next step and the rest of the run is
@@ -413,14 +423,15 @@ import torch
 from torch import nn
 torch.manual_seed(0)
 model = nn.Linear(4, 1)
-optimizer = torch.optim.SGD(model.parameters(), lr=0.4)
+# the lr is fixed where the optimizer is built: both findings point there
+optimizer = torch.optim.SGD(model.parameters(), lr=0.4)  # expect: PG501, PG502
 loss_fn = nn.MSELoss()
 inputs = torch.randn(64, 4) * 3
 targets = inputs.sum(1, keepdim=True)
 for _ in range(30):
     optimizer.zero_grad()
-    loss_fn(model(inputs), targets).backward()  # expect: PG502
-    optimizer.step()  # expect: PG501
+    loss_fn(model(inputs), targets).backward()
+    optimizer.step()
 """,
     )
 
@@ -431,6 +442,8 @@ for _ in range(30):
         self._torch = torch
         self._series: dict[object, _LossSeries] = {}
         self._recorded_in_step = False
+        self._stepped: set[int] = set()
+        self._optimizers: list[Site] = []  # where the stepping optimizers were built
         # The latest outputs of loss modules, by identity (`==` on tensors would compare
         # values, on the device): their backward() is already followed by on_loss_return.
         self._module_losses: deque[weakref.ref[torch.Tensor]] = deque(maxlen=16)
@@ -457,6 +470,11 @@ for _ in range(30):
 
     def on_step(self, optimizer: torch.optim.Optimizer) -> None:
         self._recorded_in_step = False
+        if id(optimizer) not in self._stepped:
+            self._stepped.add(id(optimizer))
+            site = self.guard.optimizer_site(optimizer)
+            if site is not None:
+                self._optimizers.append(site)
 
     def _record(
         self, key: object, loss: Any, output: torch.Tensor, site: Site | None = None
@@ -510,18 +528,23 @@ for _ in range(30):
         name = (
             "training" if isinstance(series.loss, _FunctionalLoss) else type(series.loss).__name__
         )
+        # With one optimizer, a divergence is said where it is built: its learning rate is the
+        # usual fix (and so is a NaN the divergence ends in).
+        built = self._optimizers[0] if len(self._optimizers) == 1 else None
+        series.diverged = series.diverged or bool(diverged)
         if nonfinite:
             self.report(
                 f"the {name} loss was NaN or infinite at {nonfinite} of {len(values)} steps: "
                 "one such backward pass makes the weights NaN",
-                site=series.site,
+                site=(built if series.diverged else None) or series.site,
                 count=nonfinite,
             )
         if diverged:
+            line = f" (the loss at line {series.site.line})" if built and series.site else ""
             self.report(
-                f"the {name} loss diverged: its smoothed value reached {worst:.3g}, "
+                f"the {name} loss diverged{line}: its smoothed value reached {worst:.3g}, "
                 f"{worst / series.best:.3g} times its best ({series.best:.3g})",
-                site=series.site,
+                site=built or series.site,
                 count=diverged,
             )
 

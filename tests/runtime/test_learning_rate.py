@@ -30,8 +30,9 @@ def training(optimizer: str, steps: int = 12, scheduler: str = CONSTANT) -> str:
 def test_too_high_names_the_current_lr_and_a_range() -> None:
     guard, _ = guarded(training("torch.optim.SGD(model.parameters(), lr=30.0)", steps=3))
     [finding] = [f for f in guard.findings if f.code == "PG501"]
-    assert finding.line == 11  # optimizer.step()
+    assert finding.line == 6  # where the optimizer is built, and its lr fixed
     assert finding.message.startswith("SGD with lr=30 changes the weights by ")
+    assert "(measured at its steps, line 11)" in finding.message
     assert "the learning rate is far too high; try lr between " in finding.message
 
 
