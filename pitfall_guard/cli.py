@@ -263,8 +263,14 @@ def _run(
     findings = list(result.findings)
     watched = result.watched
     if not watched.anything and failure is None:
-        findings.append(_nothing_watched(args.script))
+        findings.append(_nothing_watched(args.script, watched.processes))
     stopped = f"; stopped after --max-steps {args.max_steps}" if result.stopped else ""
+    if watched.processes:
+        started = "process" if watched.processes == 1 else "processes"
+        stopped += (
+            f"; {watched.processes} {started} it started ran unwatched (the guard sees this "
+            "process only)"
+        )
     if watched.cut_passes:
         passes = "pass" if watched.cut_passes == 1 else "passes"
         stopped += f"; --max-steps cut {watched.cut_passes} DataLoader {passes} short"
@@ -295,13 +301,19 @@ def _script_failure(error: BaseException | None, exit_code: int) -> tuple[str | 
     return None, EXIT_CLEAN
 
 
-def _nothing_watched(script: str) -> Finding:
+def _nothing_watched(script: str, processes: int) -> Finding:
     code, name = NOTHING_WATCHED
+    elsewhere = (
+        f" (it started {processes} process{'es' if processes != 1 else ''}: what runs there is "
+        "not watched)"
+        if processes
+        else ""
+    )
     return Finding(
         code=code,
         name=name,
         message="the script ended without a forward pass of an nn.Module or an optimizer step "
-        "under the guard: nothing was checked",
+        f"under the guard{elsewhere}: nothing was checked",
         location=Location(script if Path(script).is_file() else "<module>", 1, 1),
         severity=Severity.ERROR,
         source=Source.RUNTIME,

@@ -16,7 +16,7 @@ import io
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, TypeVar
@@ -50,6 +50,8 @@ class Watched:
     ranks: int = 1
     # DataLoader passes that `max_steps` ended early or left empty (a bounded run).
     cut_passes: int = 0
+    # Processes the code started (not DataLoader workers): what runs there is not watched.
+    processes: int = 0
 
     @property
     def anything(self) -> bool:
@@ -127,6 +129,7 @@ class Guard(contextlib.ContextDecorator):
         self._on_exit: contextlib.ExitStack | None = None
         self._finished = False
         self._watched = Watched()
+        self._processes_started = 0
 
     # -- what users read -----------------------------------------------------------------------
 
@@ -147,7 +150,14 @@ class Guard(contextlib.ContextDecorator):
             return self._watched
         ranks = self.ranks.world_size if self.ranks is not None else 1
         cut = dispatcher.bounds.cut_passes if dispatcher.bounds is not None else 0
-        return Watched(dispatcher.steps, dispatcher.forwards, dispatcher.evaluations, ranks, cut)
+        return Watched(
+            dispatcher.steps,
+            dispatcher.forwards,
+            dispatcher.evaluations,
+            ranks,
+            cut,
+            self._processes_started,
+        )
 
     @property
     def findings(self) -> list[Finding]:
@@ -175,6 +185,7 @@ class Guard(contextlib.ContextDecorator):
         import torch  # noqa: F401  # the monitors' hooks need it; fail here if it is missing
 
         self._collector = FindingCollector(self.config)
+        self._processes_started = 0
         self._services = {}
         self._monitors = []
         self.stopped = False
@@ -202,6 +213,7 @@ class Guard(contextlib.ContextDecorator):
             # torch.compile warns that global hooks fire for its OptimizedModule too: those are
             # the guard's, which watch the compiled module from outside on purpose.
             self._on_exit.enter_context(warnings.catch_warnings())
+            self._on_exit.enter_context(self._counting_processes())
             warnings.filterwarnings("ignore", message=_COMPILE_HOOKS_WARNING)
             self._on_exit.enter_context(distributed.gather_before_teardown(self))
         except BaseException:
@@ -228,6 +240,28 @@ class Guard(contextlib.ContextDecorator):
             self.stopped = True
             return True
         return False
+
+    @contextlib.contextmanager
+    def _counting_processes(self) -> Iterator[None]:
+        """Counts the processes the guarded code starts (Hogwild training, a worker pool):
+        the verdict says that what they run is not watched. DataLoader workers are not
+        counted: they only load data."""
+        from multiprocessing.process import BaseProcess
+
+        original = BaseProcess.start
+        guard = self
+
+        def start(process: BaseProcess) -> None:
+            target = getattr(process, "_target", None)
+            if not str(getattr(target, "__module__", "")).startswith("torch.utils.data"):
+                guard._processes_started += 1
+            original(process)
+
+        BaseProcess.start = start  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            BaseProcess.start = original  # type: ignore[method-assign]
 
     def close(self) -> None:
         """Leave the guard now, as a clean exit would (a no-op when it is not active)."""

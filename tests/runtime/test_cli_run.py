@@ -118,6 +118,12 @@ SCRIPTS = {
     "nothing.py": "import torch\nprint(torch.ones(2).sum())\n",
     "inference.py": "import torch\nmodel = torch.nn.Linear(2, 1).eval()\n"
     "with torch.no_grad():\n    model(torch.ones(1, 2))\n",
+    "hogwild.py": "import torch, torch.multiprocessing as mp\n"
+    "def train(model):\n    model(torch.ones(1, 2))\n"
+    "if __name__ == '__main__':\n"
+    "    model = torch.nn.Linear(2, 1)\n    model.share_memory()\n"
+    "    process = mp.get_context('spawn').Process(target=train, args=(model,))\n"
+    "    process.start()\n    process.join()\n",
     "where.py": "import os, torch\nassert os.path.isabs(__file__), __file__\n"
     "torch.nn.Linear(2, 1)(torch.ones(1, 2))\n",
     "swallows.py": "import torch\nmodel = torch.nn.Linear(2, 1)\n"
@@ -146,6 +152,7 @@ SCRIPTS = {
             "No findings in what ran, but the script crashed (ModuleNotFoundError)",
         ),
         ("nothing.py", 1, "0 optimizer steps, 0 forward passes", "nothing.py:1:1: PG003"),
+        ("hogwild.py", 1, "1 process it started ran unwatched", "hogwild.py:1:1: PG003"),
         ("inference.py", 0, "0 optimizer steps, 1 forward pass (1 evaluating)", "All checks"),
         ("where.py", 0, "1 forward pass of where.py", "All checks passed!"),
     ],
