@@ -221,7 +221,8 @@ def _check(args: argparse.Namespace, config: Config, plugins: Plugins, out: Text
     if args.statistics:
         reporter.statistics(findings)
     else:
-        reporter.report(findings, RunSummary(files_checked=result.files_checked))
+        summary = RunSummary(files_checked=result.files_checked, files_skipped=result.files_skipped)
+        reporter.report(findings, summary)
     return EXIT_FINDINGS if findings and not args.exit_zero else EXIT_CLEAN
 
 

@@ -45,7 +45,7 @@ def test_full_output_has_a_code_frame_and_a_hint(project: Path) -> None:
 def test_clean_files_exit_zero(project: Path) -> None:
     code, out = run("check", "clean.py", "notes.py")
     assert code == 0
-    assert "All checks passed! (2 files checked)" in out
+    assert "All checks passed! (1 file checked; 1 file without torch skipped)" in out
 
 
 def test_directory_default_and_concise_format(project: Path) -> None:
@@ -200,3 +200,9 @@ def test_bad_torch_version_setting_is_a_usage_error(
     (project / "pyproject.toml").write_text('[tool.pitfall-guard]\ntorch-version = "new"\n')
     assert run("check", "train.py")[0] == 2
     assert "torch-version must look like '2.6', got 'new'" in capsys.readouterr().err
+
+
+def test_files_that_never_mention_torch_are_not_a_pass(project: Path) -> None:
+    code, out = run("check", "notes.py")
+    assert code == 0
+    assert out == "Nothing to check: the file never mentions torch.\n"

@@ -18,6 +18,8 @@ class RunSummary:
     # Why the check did not cover everything (a guarded script that crashed): then no
     # findings is not "All checks passed!".
     incomplete: str | None = None
+    # Files that `check` read and left alone (they never mention torch).
+    files_skipped: int = 0
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,19 @@ class ConciseReporter(Reporter):
             return
         if not findings:
             checked = summary.files_checked
+            skipped = summary.files_skipped
+            left = (
+                f"; {skipped} file{'s' if skipped != 1 else ''} without torch skipped"
+                if skipped
+                else ""
+            )
+            if not checked:
+                which = "the file never mentions" if skipped == 1 else f"none of the {skipped} "
+                which += "" if skipped == 1 else "files mention"
+                self.stream.write(f"Nothing to check: {which} torch.\n")
+                return
             self.stream.write(
-                f"All checks passed! ({checked} file{'s' if checked != 1 else ''} checked)\n"
+                f"All checks passed! ({checked} file{'s' if checked != 1 else ''} checked{left})\n"
             )
             return
         files = len({f.path for f in findings})

@@ -33,6 +33,9 @@ PROJECT_WIDE = True
 class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     files_checked: int = 0
+    # Files that never mention a trigger word ("torch") and that no checked file imports:
+    # read, but left out of the analysis, which the summary says.
+    files_skipped: int = 0
 
 
 def check_source(
@@ -108,10 +111,11 @@ def check_files(
     processes, default one per core); a few files are not worth starting one.
     """
     rules = {path: tuple(rules_for(path)) for path in paths}
-    helpers = imported_helpers(rules) if PROJECT_WIDE else set()
+    silent, helpers = _screen(rules)
     work = [(path, rules[path], torch, path in helpers) for path in paths]
     jobs = jobs or os.cpu_count() or 1
-    result = CheckResult(files_checked=len(work))
+    skipped = len(silent - helpers)
+    result = CheckResult(files_checked=len(work) - skipped, files_skipped=skipped)
     if jobs > 1 and len(work) >= _FILES_PER_WORKER_MIN * 2:
         with ProcessPoolExecutor(max_workers=min(jobs, len(work) // _FILES_PER_WORKER_MIN)) as pool:
             chunks = pool.map(_check_one, work, chunksize=4)
@@ -140,6 +144,11 @@ _IMPORT = re.compile(
 def imported_helpers(rules: dict[Path, tuple[type[StaticRule], ...]]) -> set[Path]:
     """The checked files without a trigger word that another checked file imports (a
     `utils.py` of the project that never says "torch"): they are checked all the same."""
+    return _screen(rules)[1]
+
+
+def _screen(rules: dict[Path, tuple[type[StaticRule], ...]]) -> tuple[set[Path], set[Path]]:
+    """The files without a trigger word, and those of them another checked file imports."""
     texts: dict[Path, str] = {}
     for path in rules:
         try:
@@ -151,8 +160,8 @@ def imported_helpers(rules: dict[Path, tuple[type[StaticRule], ...]]) -> set[Pat
         for path, text in texts.items()
         if rules[path] and not mentions_triggers(text, rules[path])
     }
-    if not silent:
-        return set()
+    if not silent or not PROJECT_WIDE:
+        return set(silent.values()), set()
     found: set[Path] = set()
     for path, text in texts.items():
         if path.resolve() in silent:
@@ -161,7 +170,7 @@ def imported_helpers(rules: dict[Path, tuple[type[StaticRule], ...]]) -> set[Pat
             target = resolve_module(path.resolve(), module, level)
             if target is not None and target.resolve() in silent:
                 found.add(silent[target.resolve()])
-    return found
+    return set(silent.values()), found
 
 
 def _imported_modules(text: str) -> Iterator[tuple[str, int]]:
