@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from pitfall_guard.runtime.patch import replace
+
 if TYPE_CHECKING:
     import torch
 
@@ -69,9 +71,7 @@ class LoaderBounds:
         def __iter__(loader: torch.utils.data.DataLoader[Any]) -> Iterator[Any]:
             return bounds.bounded(loader, original(loader))
 
-        __iter__.__wrapped__ = original  # type: ignore[attr-defined]
-        DataLoader.__iter__ = __iter__  # type: ignore[method-assign,assignment]
-        self._restore = lambda: setattr(DataLoader, "__iter__", original)
+        self._restore = replace(DataLoader, "__iter__", __iter__)
 
     def uninstall(self) -> None:
         if self._restore is not None:

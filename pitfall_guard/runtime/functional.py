@@ -10,9 +10,10 @@ alike. Under torch.compile and torch.func transforms the wrappers only call thro
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from pitfall_guard.runtime.patch import replace
 
 if TYPE_CHECKING:
     import torch
@@ -50,8 +51,7 @@ class FunctionalLosses:
                 continue
             # Named as the user wrote it, so that messages say "F.mse_loss compares ...".
             named = type(f"F.{name}", (stand_in,), {"__module__": "torch.nn.functional"})
-            setattr(F, name, self._wrap(original, named()))
-            self._restores.append(functools.partial(setattr, F, name, original))
+            self._restores.append(replace(F, name, self._wrap(original, named())))
 
     def uninstall(self) -> None:
         for restore in reversed(self._restores):
@@ -61,7 +61,6 @@ class FunctionalLosses:
     def _wrap(self, original: Callable[..., Any], stand_in: torch.nn.Module) -> Callable[..., Any]:
         dispatcher = self.dispatcher
 
-        @functools.wraps(original)
         def loss(*args: Any, **kwargs: Any) -> Any:
             if not dispatcher.watches_functional_loss():
                 return original(*args, **kwargs)

@@ -31,6 +31,7 @@ from pitfall_guard.runtime.attribution import Site
 from pitfall_guard.runtime.collector import INTERNAL_ERROR, FindingCollector
 from pitfall_guard.runtime.hooks import EventDispatcher, MaxStepsReached
 from pitfall_guard.runtime.monitor import RuntimeListener, RuntimeMonitor
+from pitfall_guard.runtime.patch import replace
 
 if TYPE_CHECKING:
     import torch
@@ -257,11 +258,11 @@ class Guard(contextlib.ContextDecorator):
                 guard._processes_started += 1
             original(process)
 
-        BaseProcess.start = start  # type: ignore[method-assign,assignment]
+        restore = replace(BaseProcess, "start", start)
         try:
             yield
         finally:
-            BaseProcess.start = original  # type: ignore[method-assign]
+            restore()
 
     def close(self) -> None:
         """Leave the guard now, as a clean exit would (a no-op when it is not active)."""

@@ -22,6 +22,7 @@ from pitfall_guard.runtime.attribution import Site, is_library_frame, user_site
 from pitfall_guard.runtime.bounds import LoaderBounds
 from pitfall_guard.runtime.functional import FunctionalLosses
 from pitfall_guard.runtime.monitor import EVENTS, RuntimeListener
+from pitfall_guard.runtime.patch import replace
 
 if TYPE_CHECKING:
     import torch
@@ -245,10 +246,7 @@ class EventDispatcher:
             dispatcher._emit(dispatcher._grads_cleared, params)
             return result
 
-        zero_grad.__wrapped__ = original  # type: ignore[attr-defined]
-        zero_grad.__doc__ = original.__doc__
-        owner.zero_grad = zero_grad  # type: ignore[attr-defined]
-        self._restores.append(lambda: setattr(owner, "zero_grad", original))
+        self._restores.append(replace(owner, "zero_grad", zero_grad))
 
     def _wrap_optimizer_init(self, optimizer_type: type) -> None:
         """Where each optimizer made under the guard is built: the line a learning-rate
@@ -263,9 +261,7 @@ class EventDispatcher:
                 if site is not None:
                     sites[self] = site
 
-        __init__.__wrapped__ = original  # type: ignore[attr-defined]
-        optimizer_type.__init__ = __init__  # type: ignore[misc]
-        self._restores.append(lambda: setattr(optimizer_type, "__init__", original))
+        self._restores.append(replace(optimizer_type, "__init__", __init__))
 
     def _wrap_backward(self, tensor_type: type) -> None:
         original = tensor_type.__dict__["backward"]
@@ -276,10 +272,7 @@ class EventDispatcher:
                 dispatcher._emit(dispatcher._backward, self)
             return original(self, *args, **kwargs)
 
-        backward.__wrapped__ = original  # type: ignore[attr-defined]
-        backward.__doc__ = original.__doc__
-        tensor_type.backward = backward  # type: ignore[attr-defined]
-        self._restores.append(lambda: setattr(tensor_type, "backward", original))
+        self._restores.append(replace(tensor_type, "backward", backward))
 
     def uninstall(self) -> None:
         if self.bounds is not None:
@@ -324,15 +317,21 @@ class EventDispatcher:
 
     # -- the hooks -----------------------------------------------------------------------------
 
+    def _in_user_code(self) -> bool:
+        """Whether a module call is the user's own, run eagerly: not inside a region
+        torch.compile traces (dynamo reads is_compiling as True, so the hooks add nothing to
+        its graph; the compiled module is watched from outside), not under torch.func
+        transforms (the tensors are wrappers), not on another thread (DataParallel replicas),
+        not a forward re-run inside a backward pass (activation checkpointing)."""
+        return not (
+            self._compiling()
+            or self._transforming() is not None
+            or threading.get_ident() != self._thread
+            or self._current_autograd_node() is not None
+        )
+
     def _forward_pre(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        if self._compiling() or self._transforming() is not None:
-            # Inside a region torch.compile traces: the guard watches the compiled module from
-            # outside (its own call is eager), and adds nothing to the graph. Under
-            # torch.func transforms (vmap, grad) the tensors are wrappers: left alone.
-            return
-        # Other threads (DataParallel replicas) and forwards re-run inside a backward pass
-        # (activation checkpointing) are not the user's forward passes.
-        if threading.get_ident() != self._thread or self._current_autograd_node() is not None:
+        if not self._in_user_code():
             return
         if self.stopping:
             raise MaxStepsReached(self.steps)  # a bare `except:` caught the first one
@@ -362,13 +361,7 @@ class EventDispatcher:
     # -- losses computed with torch.nn.functional (runtime/functional.py) --------------------
 
     def watches_functional_loss(self) -> bool:
-        return (
-            not self._loss_depth
-            and not self._compiling()
-            and self._transforming() is None
-            and threading.get_ident() == self._thread
-            and self._current_autograd_node() is None
-        )
+        return not self._loss_depth and self._in_user_code()
 
     def functional_loss_call(self, stand_in: torch.nn.Module, args: tuple[Any, ...]) -> None:
         if self._loss_call:
@@ -393,9 +386,7 @@ class EventDispatcher:
         )
 
     def _forward_post(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if self._compiling() or self._transforming() is not None:
-            return
-        if threading.get_ident() != self._thread or self._current_autograd_node() is not None:
+        if not self._in_user_code():
             return
         depth = self.depth - 1 if self.depth > 0 else 0
         self.depth = depth

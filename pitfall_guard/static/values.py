@@ -116,8 +116,12 @@ def _argparse_default(node: cst.Attribute, facts: Facts, depth: int) -> Number |
     if default is None:
         return None
     found = number_of(default, facts, depth - 1)
-    flag = "--" + node.attr.value.replace("_", "-")
-    return None if found is None else Number(found.value, f"the default of {flag}")
+    return None if found is None else Number(found.value, f"the default of {option_flag(node)}")
+
+
+def option_flag(node: cst.Attribute) -> str:
+    """`--learning-rate` for `args.learning_rate`."""
+    return "--" + node.attr.value.replace("_", "-")
 
 
 def argparse_default(node: cst.Attribute, facts: Facts) -> cst.BaseExpression | None:

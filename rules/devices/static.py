@@ -29,7 +29,7 @@ from pitfall_guard.static.tensors import (
     string_value,
 )
 from pitfall_guard.static.torch_api import is_creation_function
-from pitfall_guard.static.values import argparse_default
+from pitfall_guard.static.values import argparse_default, option_flag
 
 from .hardcoded_cuda import CUDA_STRING, HardcodedCuda
 
@@ -38,8 +38,11 @@ class DeviceMismatch(StaticRule):
     """
     ## What it catches
     A model moved to a device (`model.to(device)`) that is fed a batch straight from the
-    data loader, never moved; a tensor created inside `forward` without a device while the
-    model is moved; and arithmetic between a tensor moved with `.cuda()` and one never moved.
+    data loader, never moved (and the reverse: a moved batch, a model never moved); a loss
+    target left on the CPU; a tensor created in the loop or inside `forward` without a device
+    while the model is moved; a model sent to a `--device` that defaults to "cpu" fed a batch
+    moved with `.cuda()`; and arithmetic between a tensor moved with `.cuda()` and one never
+    moved.
 
     ## Why it matters
     On a GPU machine the first forward pass fails with "Expected all tensors to be on the same
@@ -427,16 +430,15 @@ total = cpu_tensor + gpu_tensor  # expect: PG201
     def _check_default_cpu_model(self, site: CallSite, model: str) -> bool:
         """`model.to(args.device)` with `--device` defaulting to "cpu", fed `images.cuda()`:
         the default run puts them on different devices."""
-        moves = self.facts.moves_of(model, site.function)
         flags = []
-        for move in moves:
+        for move in self.facts.moves_of(model, site.function):
             target = move.args[0].value if method_name(move) == "to" and move.args else None
-            default = argparse_default(target, self.facts) if isinstance(
-                target, cst.Attribute
-            ) else None  # fmt: skip
+            if not isinstance(target, cst.Attribute):
+                return False
+            default = argparse_default(target, self.facts)
             if default is None or string_value(default) != "cpu":
                 return False
-            flags.append("--" + cst.ensure_type(target, cst.Attribute).attr.value.replace("_", "-"))
+            flags.append(option_flag(target))
         if not flags:
             return False
         for arg in site.node.args:

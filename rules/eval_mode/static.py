@@ -15,10 +15,16 @@ class EvalWithoutEvalMode(StaticRule):
     """
     ## What it catches
     Evaluation code (a function named like `evaluate`/`validate`/`test`, or a loop over a
-    validation or test loader) that runs the model without `model.eval()` first, when the
-    file shows that the model has Dropout or BatchNorm layers (recurrent layers count with
-    `dropout` > 0). A model whose layers the file does not show (imported from elsewhere) is
-    left alone, and so is a shape smoke test (`net(torch.randn(1, 3, 32, 32))`).
+    validation or test loader, `valid_data`, `dataloader["val"]`, a torchtext `val_iter`)
+    that runs the model without `model.eval()` first, when the file or the project shows that
+    the model has Dropout or BatchNorm layers (recurrent layers count with `dropout` > 0).
+    The model is followed to where it is built: a builder function (also one returning a
+    tuple), the arguments `main()` passes, a Trainer's `self.model`, an entry of a dict or
+    list of models (`nets["G"]`), a class of another file of the project. An `eval()` called
+    only under an `if` the evaluation is outside of (`if verbose: model.eval()`), or in a
+    periodic validation the last epoch skips, is said with its condition. A model whose
+    layers nothing shows is left alone, and so is a shape smoke test
+    (`net(torch.randn(1, 3, 32, 32))`).
 
     ## Why it matters
     In training mode Dropout still zeroes activations at random and BatchNorm normalises with
@@ -384,11 +390,13 @@ class EvalWithGrad(StaticRule):
     """
     ## What it catches
     Evaluation code (a function named like `evaluate`/`validate`/`test`, a loop over a
-    validation or test loader, or the prediction a script makes with its trained model after
-    the training loop) whose forward passes run with gradients enabled: no
+    validation or test loader, the prediction a script makes with its trained model after
+    the training loop, a forward on `test_x` in an `if` of the training loop that trains
+    nothing, or an inference script: `model.eval()` then forwards, in a file that never
+    trains nor asks for gradients) whose forward passes run with gradients enabled: no
     `torch.no_grad()`, `torch.inference_mode()` or decorator. A shape smoke test (one
-    forward on `torch.randn(...)`) is not an evaluation, and a forward followed by more
-    training is part of the training.
+    forward on `torch.randn(...)`) is not an evaluation, a forward followed by more training
+    is part of the training, and tests and attribution code (captum) are left alone.
 
     ## Why it matters
     Every forward pass records an autograd graph that nothing will use: evaluation needs

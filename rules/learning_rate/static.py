@@ -49,9 +49,10 @@ class LearningRateOutOfRange(StaticRule):
     ## What it catches
     An optimizer over a model's weights built with a learning rate that no training comes
     back from (a literal, a constant of the file, an argparse default such as
-    `add_argument("--lr", default=10)` read as `args.lr`, or an entry of a literal config
-    dict such as `CONFIG["lr"]`): Adam, AdamW and RMSprop at 1 or more or
-    below 1e-8, SGD at 10 or more (unless the gradients are clipped or the model is
+    `add_argument("--lr", default=10)` read as `args.lr`, an entry of a literal config
+    dict such as `CONFIG["lr"]`, the default of a config class or namespace such as
+    `cfg.lr` with `lr: float = 10.0`, and known factors of those): Adam, AdamW and RMSprop at
+    1 or more or below 1e-8, SGD at 10 or more (unless the gradients are clipped or the model is
     recurrent: language models train at SGD 20) or below 1e-7, Adadelta
     at 100 or more, and zero or negative rates for any optimizer. The limits sit far outside
     the usual values on purpose: small models do train at Adam 0.03-0.1, so only rates that

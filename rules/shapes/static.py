@@ -79,7 +79,8 @@ class LayerShapeMismatch(StaticRule):
     ## What it catches
     A layer whose input size does not fit what reaches it: `nn.Linear(1600, 128)` after
     convolutions that produce 9216 features, a `Conv2d` expecting 3 channels on MNIST, a
-    `view(-1, N)` with the wrong N. Shapes are inferred through `nn.Sequential` and through
+    `view(-1, N)` with the wrong N. Shapes are inferred through `nn.Sequential`, blocks built
+    by a helper function of the file (`block(16, 32)`, its arguments put in), `torch.cat` and
     the `__init__` and `forward` of simple modules built from literals, for an input shape the
     file shows: an MNIST/CIFAR dataset, `torch.randn(1, 1, 28, 28)`, or a comment
     `# pitfall-guard: input-shape=1,28,28`.
@@ -331,9 +332,10 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 class SoftmaxBeforeCrossEntropy(StaticRule):
     """
     ## What it catches
-    A model whose output goes through softmax (`nn.Softmax` as its last layer, or
-    `F.softmax` in the `return` of `forward`, or softmax applied right before the loss)
-    trained with `nn.CrossEntropyLoss` / `F.cross_entropy`.
+    A model whose output goes through softmax (`nn.Softmax` as its last layer, also of an
+    `nn.Sequential` head stored as an attribute or built by a helper function, or `F.softmax`
+    in the `return` of `forward`, or softmax applied right before the loss) trained with
+    `nn.CrossEntropyLoss` / `F.cross_entropy`.
 
     ## Why it matters
     CrossEntropyLoss applies log-softmax itself and expects raw logits. Softmax before it

@@ -8,6 +8,7 @@ TRAINING = """
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 data = TensorDataset(torch.randn(80, 4), torch.randint(0, 2, (80,)))

@@ -126,8 +126,8 @@ SCRIPTS = {
     "    process.start()\n    process.join()\n",
     "where.py": "import os, torch\nassert os.path.isabs(__file__), __file__\n"
     "torch.nn.Linear(2, 1)(torch.ones(1, 2))\n",
-    "swallows.py": "import torch\nmodel = torch.nn.Linear(2, 1)\n"
-    "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    "swallows.py": "import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(2, 1)\n"
+    "optimizer = torch.optim.SGD(model.parameters(), lr=0.01)\n"
     "for step in range(1000):\n"
     "    try:\n"
     "        optimizer.zero_grad()\n"

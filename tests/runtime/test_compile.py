@@ -10,6 +10,7 @@ from tests.runtime.conftest import guarded
 TRAINING = """
 import torch
 from torch import nn
+torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
 compiled = COMPILE
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
